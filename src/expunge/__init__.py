@@ -1,0 +1,20 @@
+"""expunge: make a trained PyTorch model forget chosen training data, and prove it against the oracle.
+
+>>> import expunge
+>>> train, test = expunge.data.digits()
+>>> forget, retain = expunge.split_forget(train, fraction=0.1, seed=0)
+>>> len(forget), len(retain)
+(144, 1293)
+"""
+from . import data, metrics, models
+from .api import methods, model, train, unlearn
+from .data import ArrayDataset, as_dataset, split_forget
+from .evaluate import evaluate
+from .modelio import load_model, save_model
+from .provenance import provenance
+from .training import DivergenceError, Recipe
+
+__version__ = "0.1.0"
+
+__all__ = ["split_forget", "train", "unlearn", "evaluate", "methods", "model", "save_model", "load_model",
+           "ArrayDataset", "as_dataset", "provenance", "Recipe", "DivergenceError", "data", "models", "metrics"]

@@ -1,0 +1,89 @@
+"""Pieces shared by several methods: losses on named batch parts, relabelling, fresh initialisation."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data.datasets import ArrayDataset, features, resolve, targets
+from ..training import Batch, StepContext, task_loss
+
+
+def supervised_on(part: str, task: str, kind: str = "auto", sign: float = 1.0):
+    """loss_fn: ``sign * loss(model(x), y)`` on one named part of the batch."""
+    loss = task_loss(kind, task)
+
+    def loss_fn(model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
+        p = batch[part]
+        return sign * loss(model(p.x), p.y)
+    return loss_fn
+
+
+def random_other_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """A uniformly random label for each example, never its true one."""
+    if num_classes < 2:
+        raise ValueError("random relabelling needs at least two classes")
+    shift = torch.randint(1, num_classes, y.shape, generator=generator)
+    return (y + shift) % num_classes
+
+
+def relabelled_union(forget: Dataset, retain: Dataset, new_forget_y: torch.Tensor) -> ArrayDataset:
+    """One in-memory dataset: the forget set with ``new_forget_y`` followed by the retain set."""
+    base, _ = resolve(retain)
+    x = torch.cat([features(forget), features(retain)])
+    y = torch.cat([new_forget_y.to(base.y.dtype), targets(retain)])
+    return ArrayDataset(x, y, task=base.task)
+
+
+def num_outputs(model: nn.Module, dataset: Dataset) -> int:
+    from .base import output_size
+
+    return output_size(model, features(dataset)[:1])
+
+
+def squared_distance(model: nn.Module, anchor: dict[str, torch.Tensor]) -> torch.Tensor:
+    """‖θ − θ0‖² over the parameters named in ``anchor``."""
+    return sum(((p - anchor[n]) ** 2).sum() for n, p in model.named_parameters() if n in anchor)
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def fresh_initialisation(model: nn.Module, seed: int, init: Callable[[], nn.Module] | None = None) -> nn.Module:
+    """A copy of ``model`` with every parameter and buffer re-initialised under ``seed``.
+
+    Uses each module's ``reset_parameters``; a parameter no module resets would keep its trained value (and the
+    oracle would remember the forget set), so that is refused: pass ``init=`` (a function building a fresh model)
+    for such architectures.
+    """
+    import copy
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        if init is not None:
+            fresh = init()
+            if not isinstance(fresh, nn.Module):
+                raise TypeError(f"init must return an nn.Module; it returned {type(fresh).__name__}")
+            want = {k: v.shape for k, v in model.state_dict().items()}
+            got = {k: v.shape for k, v in fresh.state_dict().items()}
+            if want != got:
+                raise ValueError("init() built a model whose parameters differ from the original's "
+                                 f"(first difference: {sorted(set(want.items()) ^ set(got.items()))[:1]})")
+            return fresh
+        fresh = copy.deepcopy(model)
+        covered: set[int] = set()
+        for m in fresh.modules():
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
+                covered.update(id(p) for p in m.parameters(recurse=False))
+            if hasattr(m, "reset_running_stats"):
+                m.reset_running_stats()
+        missed = [n for n, p in fresh.named_parameters() if id(p) not in covered]
+        if missed:
+            raise ValueError(f"cannot re-initialise parameter(s) {missed[:3]}: no module resets them. "
+                             "Pass init=<function returning a freshly initialised model> to retrain")
+        return fresh

@@ -1,0 +1,326 @@
+"""The method interface and the registry.
+
+A method is a class with one verb, :meth:`Method.unlearn`, which returns a new model and never modifies the
+caller's. Subclasses declare, at the top of their file:
+
+- ``name`` (registry key), ``summary``, ``paper`` and ``reference`` (repository);
+- ``needs``: whether they read the retain set and labels (``Needs``), and which ``tasks`` they support;
+- ``Args``: a dataclass of hyperparameters with their defaults (training-based methods extend :class:`TrainArgs`,
+  which carries the training-loop settings and ``prune``);
+- ``grid``: the tuning grid, a dict of argument -> candidate values;
+
+and implement ``run(model, forget, retain, seed)``, which may modify the copy it is given.
+
+Registration is by the :func:`register` decorator; every module in ``expunge.methods`` is imported on first use,
+so a new method file registers itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import pkgutil
+import time
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data.datasets import resolve
+from ..provenance import provenance, stamp
+from ..training import Recipe, pin_weights
+
+_REGISTRY: dict[str, type["Method"]] = {}
+
+
+@dataclass(frozen=True)
+class Needs:
+    retain: bool = True          # reads the retain set
+    labels: bool = True          # reads labels (of forget and/or retain data)
+    forget_labels: bool = True   # reads the forget set's labels
+
+
+@dataclass
+class TrainArgs:
+    """Training-loop settings every training-based method accepts, plus ``prune``: one-shot magnitude pruning of
+    the original to this sparsity (fraction of weights set to zero) before unlearning, the zeros kept fixed
+    throughout (Jia et al., "Model Sparsity Can Simplify Machine Unlearning", NeurIPS 2023)."""
+
+    epochs: int = 10
+    lr: float = 0.01
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "constant"
+    warmup: float = 0.0
+    clip_grad_norm: float | None = None
+    prune: float | None = None
+
+    def recipe(self, **overrides: Any) -> Recipe:
+        names = {f.name for f in dataclasses.fields(Recipe)}
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k in names}
+        values.update(overrides)
+        return Recipe(**values)
+
+
+@dataclass
+class NoArgs:
+    """For methods without hyperparameters."""
+
+
+class Method:
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    needs: ClassVar[Needs] = Needs()
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
+    forgets: ClassVar[bool] = True      # meant to move forget-set behaviour toward the oracle's
+    Args: ClassVar[type] = NoArgs
+    grid: ClassVar[dict[str, list[Any]]] = {}
+
+    def __init__(self, **kwargs: Any):
+        self.args = parse_args(self.Args, kwargs, where=f"method {self.name!r}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Check argument values beyond their types; raise ValueError naming the argument."""
+        prune = getattr(self.args, "prune", None)
+        if prune is not None and not 0 <= prune < 1:
+            raise ValueError(f"method {self.name!r}: prune={prune!r} is not allowed; expected a sparsity in [0, 1)")
+
+    # -- the verb ---------------------------------------------------------------------------------------------
+    def unlearn(self, model: nn.Module, *, forget: Dataset, retain: Dataset | None = None,
+                seed: int = 0) -> nn.Module:
+        """Return a new model that has forgotten ``forget``; ``model`` is left untouched."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
+        check_request(model, forget, retain, self)
+        work = clone(model)
+        start = time.perf_counter()
+        masks = prune_in_place(work, getattr(self.args, "prune", None))
+        self._prune_masks = masks
+        out = self.run(work, forget, retain, seed)
+        if masks:
+            with torch.no_grad():
+                for pname, p in out.named_parameters():
+                    if pname in masks:
+                        p.mul_(masks[pname])
+        seconds = time.perf_counter() - start
+        out.eval()
+        stamp(out, model, method=self.name, method_args=public_args(self.args), seed=seed, seconds=seconds,
+              history=provenance(model).history + [f"unlearn:{self.name}"])
+        return out
+
+    def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
+        raise NotImplementedError
+
+    # -- helpers for subclasses -------------------------------------------------------------------------------
+    def step_hooks(self) -> list:
+        """Hooks that keep pruned weights at zero; pass them to ``fit``."""
+        masks = getattr(self, "_prune_masks", None)
+        if not masks:
+            return []
+        zeros = {k: torch.zeros_like(m) for k, m in masks.items()}
+        return [pin_weights(masks, zeros)]
+
+    @classmethod
+    def info(cls) -> "MethodInfo":
+        return MethodInfo(cls.name, cls.summary, cls.paper, cls.reference, dataclasses.asdict(cls.needs),
+                          cls.tasks, defaults(cls.Args), dict(cls.grid), cls.forgets)
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    summary: str
+    paper: str
+    reference: str
+    needs: dict[str, bool]
+    tasks: tuple[str, ...]
+    defaults: dict[str, Any]
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    forgets: bool = True
+
+
+# --- registry ------------------------------------------------------------------------------------------------
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a method to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"a method named {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    pkg = importlib.import_module(__package__)
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if not mod.name.startswith("_") and mod.name != "base":
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+
+
+def get(name: str) -> type[Method]:
+    _load_all()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; allowed: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def registered() -> dict[str, type[Method]]:
+    _load_all()
+    return dict(sorted(_REGISTRY.items()))
+
+
+# --- arguments -----------------------------------------------------------------------------------------------
+
+def defaults(args_cls: type) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(args_cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+    return out
+
+
+def public_args(args: Any) -> dict[str, Any]:
+    """Arguments as plain JSON-able values (callables shown by name)."""
+    out = {}
+    for k, v in dataclasses.asdict(args).items():
+        out[k] = v if isinstance(v, (int, float, str, bool, type(None), list, tuple, dict)) else repr(v)
+    return out
+
+
+def parse_args(args_cls: type, given: dict[str, Any], *, where: str) -> Any:
+    """Build ``args_cls`` from ``given``, rejecting unknown names and ill-typed values with a clear message."""
+    hints = typing.get_type_hints(args_cls)
+    allowed = [f.name for f in dataclasses.fields(args_cls)]
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown argument(s) {unknown}; allowed: {', '.join(allowed) or 'none'}")
+    values = {k: _coerce(v, hints[k], f"{where}: argument {k}") for k, v in given.items()}
+    return args_cls(**values)
+
+
+def _coerce(value: Any, hint: Any, what: str) -> Any:
+    origin, targs = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in targs:
+            return None
+        errors = []
+        for t in targs:
+            if t is type(None):
+                continue
+            try:
+                return _coerce(value, t, what)
+            except TypeError as e:
+                errors.append(str(e))
+        raise TypeError(errors[0] if errors else f"{what}={value!r} has the wrong type")
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{what}={value!r} must be a number")
+        if not math.isfinite(value):
+            raise ValueError(f"{what}={value!r} must be finite")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise TypeError(f"{what}={value!r} must be an integer")
+        return int(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{what}={value!r} must be true or false")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError(f"{what}={value!r} must be a string")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{what}={value!r} must be a list")
+        inner = targs[0] if targs else Any
+        items = [_coerce(v, inner, what) if inner is not Any and inner is not Ellipsis else v for v in value]
+        return tuple(items) if origin is tuple else items
+    return value
+
+
+# --- shared checks and model utilities ------------------------------------------------------------------------
+
+def clone(model: nn.Module) -> nn.Module:
+    """A deep copy sharing nothing with ``model``."""
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def output_size(model: nn.Module, x: torch.Tensor) -> int:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(x[:1])
+    model.train(was_training)
+    return int(out.shape[-1]) if out.ndim > 1 else 1
+
+
+def check_request(model: nn.Module, forget: Dataset, retain: Dataset | None, method: Method) -> None:
+    """Validate a forget/retain pair against the model and the method's needs before any work is done."""
+    if forget is None or len(forget) == 0:  # type: ignore[arg-type]
+        raise ValueError("the forget set is empty; nothing would be forgotten")
+    fbase, fidx = resolve(forget)
+    task = fbase.task
+    if task not in method.tasks:
+        raise ValueError(f"method {method.name!r} supports {', '.join(method.tasks)} tasks; the data is {task}")
+    if retain is not None:
+        if len(retain) == 0 and method.needs.retain:  # type: ignore[arg-type]
+            raise ValueError(f"method {method.name!r} needs a non-empty retain set; the forget set covers all data")
+        rbase, ridx = resolve(retain)
+        if rbase.task != task:
+            raise ValueError(f"forget and retain data disagree on the task: {task} vs {rbase.task}")
+        if rbase is fbase and len(ridx) and bool(torch.isin(fidx, ridx).any()):
+            n = int(torch.isin(fidx, ridx).sum())
+            raise ValueError(f"forget and retain sets overlap in {n} example(s); they must be disjoint")
+    elif method.needs.retain:
+        raise ValueError(f"method {method.name!r} needs retain data; pass retain=...")
+    if task == "classification" and method.needs.labels:
+        k = output_size(model, fbase.x[fidx[:1]])
+        for name, data in (("forget", forget), ("retain", retain)):
+            if data is None or len(data) == 0:  # type: ignore[arg-type]
+                continue
+            base, idx = resolve(data)
+            top = int(base.y[idx].max())
+            if top >= k:
+                raise ValueError(f"{name} set has label {top} but the model has only {k} outputs (labels 0..{k - 1})")
+
+
+def prunable(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Weights of linear and convolutional layers (biases and norms are not pruned)."""
+    out = {}
+    for mname, m in model.named_modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            out[f"{mname}.weight" if mname else "weight"] = m.weight
+    return out
+
+
+def prune_in_place(model: nn.Module, sparsity: float | None) -> dict[str, torch.Tensor]:
+    """One-shot global magnitude pruning (OMP): zero the ``sparsity`` fraction of smallest-magnitude prunable
+    weights; return the keep-masks (empty when ``sparsity`` is None or 0)."""
+    if not sparsity:
+        return {}
+    weights = prunable(model)
+    scores = torch.cat([w.detach().abs().flatten() for w in weights.values()])
+    k = int(round(sparsity * scores.numel()))
+    if k == 0:
+        return {}
+    threshold = torch.kthvalue(scores, k).values
+    masks = {}
+    with torch.no_grad():
+        for pname, w in weights.items():
+            masks[pname] = (w.abs() > threshold).to(w.dtype)
+            w.mul_(masks[pname])
+    return masks

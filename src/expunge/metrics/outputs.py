@@ -1,0 +1,36 @@
+"""Model outputs on a dataset, computed in batches without gradients."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data.datasets import resolve
+from ..training import regression_output
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 1024) -> torch.Tensor:
+    """Raw outputs (logits for classification) of ``model`` on every example of ``dataset``, in order."""
+    base, idx = resolve(dataset)
+    was_training = model.training
+    model.eval()
+    outs = [model(base.x[chunk]) for chunk in idx.split(batch_size)] if len(idx) else []
+    model.train(was_training)
+    if not outs:
+        return torch.empty(0)
+    return torch.cat(outs)
+
+
+def true_class_confidence(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """p(y | x) under the model's softmax."""
+    return F.softmax(logits.double(), dim=-1).gather(1, y[:, None]).squeeze(1).float()
+
+
+def per_example_loss(outputs: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """Cross-entropy per example for classification; L1 error per example for regression."""
+    if task == "classification":
+        return F.cross_entropy(outputs, y, reduction="none")
+    err = (regression_output(outputs, y) - y).abs()
+    return err.flatten(1).mean(1) if err.ndim > 1 else err

@@ -1,0 +1,332 @@
+"""The one training loop. ``train``, ``retrain`` and every training-based method run through :func:`fit`.
+
+A run is described by
+
+- a :class:`Recipe` (optimiser, learning rate and schedule, epochs, batch size, clipping, loss);
+- a *plan*: a function ``plan(epoch, generator) -> list[Batch]`` that lays out one epoch's batches. Each
+  :class:`Batch` holds named parts (``"data"``, ``"retain"``, ``"forget"``, ...) and a ``tag``; tensors are sliced
+  only when a loss reads them, so label-free losses never touch targets. :func:`batches`, :func:`zipped` and
+  :func:`chain` build the common plans;
+- a loss ``loss_fn(model, batch, ctx) -> scalar`` (default: cross-entropy or MSE on the ``"data"`` part);
+- hooks: ``grad_hooks`` run between ``backward`` and the optimiser step (gradient masks, scaling);
+  ``step_hooks`` run after it (weight masks that pin frozen weights, projections).
+
+Runs are seeded and bitwise repeatable on CPU. A non-finite loss stops the run with :class:`DivergenceError`
+naming the run, epoch and step.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from .data.datasets import resolve
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "linear")
+LOSSES = ("auto", "cross_entropy", "mse", "l1")
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss or weights; the run was stopped and nothing was returned."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train. ``schedule``: constant, step (x ``gamma`` every ``step_size`` epochs), cosine or linear decay
+    to zero; ``warmup`` is a fraction of all steps with a linear ramp. ``loss='auto'`` picks cross-entropy for
+    classification and MSE for regression."""
+
+    epochs: int = 30
+    lr: float = 0.05
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    step_size: int = 10
+    gamma: float = 0.1
+    warmup: float = 0.0
+    clip_grad_norm: float | None = None
+    loss: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.epochs, int) and self.epochs >= 0, "epochs", self.epochs, "an integer >= 0")
+        _check(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "a positive number")
+        _check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size,
+               "an integer >= 1")
+        _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, " / ".join(OPTIMIZERS))
+        _check(self.schedule in SCHEDULES, "schedule", self.schedule, " / ".join(SCHEDULES))
+        _check(self.loss in LOSSES, "loss", self.loss, " / ".join(LOSSES))
+        _check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        _check(0 <= self.warmup < 1, "warmup", self.warmup, "a fraction in [0, 1)")
+        _check(self.step_size >= 1, "step_size", self.step_size, "an integer >= 1")
+        _check(self.clip_grad_norm is None or self.clip_grad_norm > 0, "clip_grad_norm", self.clip_grad_norm,
+               "a positive number or None")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown}; allowed: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    def lr_factor(self, progress: float) -> float:
+        """Learning-rate multiplier at ``progress`` in [0, 1) of the run."""
+        if self.warmup and progress < self.warmup:
+            return (progress + 1e-12) / self.warmup
+        p = (progress - self.warmup) / (1 - self.warmup) if self.warmup else progress
+        if self.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * p))
+        if self.schedule == "linear":
+            return 1 - p
+        if self.schedule == "step":
+            return self.gamma ** int(p * self.epochs // self.step_size)
+        return 1.0
+
+
+def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"training setting {name}={value!r} is not allowed; expected {allowed}")
+
+
+# --- batches and plans ---------------------------------------------------------------------------------------
+
+class Part:
+    """A slice of a dataset: ``x`` and ``y`` are read on first access."""
+
+    __slots__ = ("_base", "_idx", "positions")
+
+    def __init__(self, base, idx: torch.Tensor, positions: torch.Tensor):
+        self._base, self._idx, self.positions = base, idx, positions
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self._base.x[self._idx]
+
+    @property
+    def y(self) -> torch.Tensor:
+        return self._base.y[self._idx]
+
+    def __len__(self) -> int:
+        return len(self._idx)
+
+
+@dataclass
+class Batch:
+    """Named parts of one optimisation step; ``positions`` of a part index its source dataset."""
+
+    parts: dict[str, Part]
+    tag: str = ""
+
+    def __getitem__(self, name: str) -> Part:
+        return self.parts[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.parts
+
+
+Plan = Callable[[int, torch.Generator], Sequence[Batch]]
+
+
+class Source:
+    """A dataset resolved once to tensors, sliced into batches by position."""
+
+    def __init__(self, dataset: Dataset):
+        self.base, self.idx = resolve(dataset)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def part(self, positions: torch.Tensor) -> Part:
+        return Part(self.base, self.idx[positions], positions)
+
+    def order(self, generator: torch.Generator, shuffle: bool = True) -> torch.Tensor:
+        return torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+
+
+def batches(dataset: Dataset, batch_size: int, *, name: str = "data", shuffle: bool = True,
+            tag: str = "", drop_last: bool = False) -> Plan:
+    """One pass over ``dataset`` per epoch in (shuffled) batches, each with one part called ``name``."""
+    src = Source(dataset)
+
+    def plan(epoch: int, g: torch.Generator) -> list[Batch]:
+        order = src.order(g, shuffle)
+        chunks = list(order.split(batch_size))
+        if drop_last and len(chunks) > 1 and len(chunks[-1]) < batch_size:
+            chunks.pop()
+        return [Batch({name: src.part(c)}, tag) for c in chunks]
+    return plan
+
+
+def zipped(main: tuple[str, Dataset, int], other: tuple[str, Dataset, int], *, tag: str = "") -> Plan:
+    """Pair every batch of ``main`` with a batch of ``other``; ``other`` is cycled (reshuffled on each pass) so the
+    epoch has as many steps as ``main`` has batches. Each argument is ``(part name, dataset, batch size)``."""
+    (mname, mdata, mbs), (oname, odata, obs) = main, other
+    msrc, osrc = Source(mdata), Source(odata)
+
+    def plan(epoch: int, g: torch.Generator) -> list[Batch]:
+        mchunks = list(msrc.order(g).split(mbs))
+        ochunks: list[torch.Tensor] = []
+        while len(ochunks) < len(mchunks):
+            ochunks += list(osrc.order(g).split(obs))
+        return [Batch({mname: msrc.part(m), oname: osrc.part(o)}, tag) for m, o in zip(mchunks, ochunks)]
+    return plan
+
+
+def chain(*plans: Plan) -> Plan:
+    """The epochs of several plans one after another (e.g. a pass over the forget set, then one over retain)."""
+    def plan(epoch: int, g: torch.Generator) -> list[Batch]:
+        return [b for p in plans for b in p(epoch, g)]
+    return plan
+
+
+# --- losses ----------------------------------------------------------------------------------------------------
+
+def task_loss(kind: str, task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The per-batch mean loss for ``kind`` in LOSSES on a classification or regression task."""
+    if kind == "auto":
+        kind = "cross_entropy" if task == "classification" else "mse"
+    if kind == "cross_entropy":
+        if task != "classification":
+            raise ValueError("loss 'cross_entropy' needs a classification task; use 'mse' or 'l1' for regression")
+        return F.cross_entropy
+    fn = F.mse_loss if kind == "mse" else F.l1_loss
+    return lambda out, y: fn(regression_output(out, y), y)
+
+
+def regression_output(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Model outputs shaped like regression targets (a single output column is squeezed for 1-D targets)."""
+    return out.squeeze(-1) if y.ndim == 1 and out.ndim == 2 and out.shape[1] == 1 else out
+
+
+def supervised(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], part: str = "data"):
+    """A loss_fn computing ``loss(model(x), y)`` on one part of the batch."""
+    def loss_fn(model: nn.Module, batch: Batch, ctx: "StepContext") -> torch.Tensor:
+        p = batch[part]
+        return loss(model(p.x), p.y)
+    return loss_fn
+
+
+# --- the loop --------------------------------------------------------------------------------------------------
+
+@dataclass
+class StepContext:
+    name: str
+    epoch: int
+    epochs: int
+    step: int              # global step, from 0
+    steps_in_epoch: int
+    progress: float        # fraction of the run done, in [0, 1)
+    state: dict[str, Any] = field(default_factory=dict)   # free space for a method's loss between steps
+
+
+def make_optimizer(params: Iterable[nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer:
+    params = list(params)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    cls = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def progress_enabled() -> bool:
+    return sys.stderr.isatty()
+
+
+def fit(model: nn.Module, plan: Plan, *, recipe: Recipe, loss_fn=None, task: str = "classification",
+        seed: int = 0, name: str = "train", params: Iterable[nn.Parameter] | None = None,
+        grad_hooks: Sequence[Callable[[nn.Module], None]] = (),
+        step_hooks: Sequence[Callable[[nn.Module], None]] = (),
+        epoch_hooks: Sequence[Callable[[nn.Module, int], None]] = ()) -> nn.Module:
+    """Train ``model`` in place following ``plan`` and ``recipe``; return it in eval mode.
+
+    ``params`` restricts the optimiser to some parameters (default: all with ``requires_grad``). Batch order and
+    any randomness inside the loss come from ``seed``; the global RNG is left as it was.
+    """
+    from tqdm.auto import tqdm
+
+    loss_fn = loss_fn or supervised(task_loss(recipe.loss, task))
+    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    if not params:
+        raise ValueError(f"{name}: no trainable parameters")
+    opt = make_optimizer(params, recipe)
+    gen = torch.Generator().manual_seed(int(seed))
+    step = 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model.train()
+        bar = tqdm(range(recipe.epochs), desc=name, unit="epoch", leave=False, disable=not progress_enabled())
+        for epoch in bar:
+            epoch_batches = plan(epoch, gen)
+            n = len(epoch_batches)
+            total = 0.0
+            for i, batch in enumerate(epoch_batches):
+                ctx = StepContext(name, epoch, recipe.epochs, step, n, (epoch + i / max(n, 1)) / recipe.epochs)
+                for group in opt.param_groups:
+                    group["lr"] = recipe.lr * recipe.lr_factor(ctx.progress)
+                loss = loss_fn(model, batch, ctx)
+                if not torch.isfinite(loss):
+                    raise DivergenceError(f"{name}: loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
+                                          "lower the learning rate or the number of epochs")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for hook in grad_hooks:
+                    hook(model)
+                if recipe.clip_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, recipe.clip_grad_norm)
+                opt.step()
+                for hook in step_hooks:
+                    hook(model)
+                total += loss.item()
+                step += 1
+            for hook in epoch_hooks:
+                hook(model, epoch)
+            bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
+            log.debug("%s epoch %d/%d loss %.4f", name, epoch + 1, recipe.epochs, total / max(n, 1))
+    model.eval()
+    check_finite_weights(model, name)
+    return model
+
+
+def check_finite_weights(model: nn.Module, name: str) -> None:
+    for pname, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise DivergenceError(f"{name}: parameter {pname} became non-finite; the run was stopped")
+
+
+# --- masks and pins, shared by sparsity- and saliency-based methods ------------------------------------------
+
+def mask_gradients(masks: dict[str, torch.Tensor]) -> Callable[[nn.Module], None]:
+    """A grad hook multiplying each named parameter's gradient by its mask (0/1 or a scale)."""
+    def hook(model: nn.Module) -> None:
+        for pname, p in model.named_parameters():
+            m = masks.get(pname)
+            if m is not None and p.grad is not None:
+                p.grad.mul_(m)
+    return hook
+
+
+def pin_weights(masks: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> Callable[[nn.Module], None]:
+    """A step hook restoring ``anchor`` wherever ``mask`` is False, so weight decay and momentum cannot move
+    weights that are meant to stay fixed."""
+    def hook(model: nn.Module) -> None:
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                m = masks.get(pname)
+                if m is not None:
+                    p.copy_(torch.where(m.bool(), p, anchor[pname]))
+    return hook
