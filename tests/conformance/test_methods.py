@@ -1,0 +1,94 @@
+"""The conformance table: every registered method runs through the same checks.
+
+Each registered method needs a row in ``CASES``: the arguments that make it do its job on the small generated
+task of ``conftest.py`` (its paper defaults are tuned for CIFAR-scale data), and whether it is meant to forget.
+A method registered without a row fails ``test_every_method_has_a_row``.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import expunge
+from expunge.methods import registered
+
+from tests.helpers import state_equal
+
+# method -> arguments for the behaviour check on the small task (fast settings)
+CASES: dict[str, dict] = {
+    "retrain": {},
+    "finetune": {"epochs": 10, "lr": 0.1},
+    "gradient_ascent": {"epochs": 5, "lr": 0.05},
+    "random_label": {"epochs": 10, "lr": 0.01},
+    "neggrad_plus": {"epochs": 10, "lr": 0.05, "alpha": 0.9},
+}
+
+# how close to the oracle the forget accuracy must end up, as a fraction of the original-to-oracle distance
+FORGET_PROGRESS = 0.25
+RETAIN_TOLERANCE = 5.0   # percentage points of retain accuracy below the oracle's
+
+
+def methods_for(task_kind: str) -> list[str]:
+    return [n for n, cls in registered().items() if task_kind in cls.tasks]
+
+
+def test_every_method_has_a_row():
+    missing = sorted(set(methods_for("classification")) - set(CASES))
+    assert not missing, f"registered methods without a conformance row: {missing}"
+
+
+@pytest.mark.parametrize("name", methods_for("classification"))
+def test_returns_new_model_and_leaves_caller_untouched(task, name):
+    before = {k: v.clone() for k, v in task.original.state_dict().items()}
+    out = expunge.unlearn(task.original, forget=task.forget, retain=task.retain, method=name, seed=0,
+                          **CASES.get(name, {}))
+    assert out is not task.original
+    assert isinstance(out, torch.nn.Module)
+    after = task.original.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the caller's model was modified"
+    assert not any(p.data_ptr() == q.data_ptr() for p, q in zip(out.parameters(), task.original.parameters()))
+    assert expunge.provenance(out).method == name
+    assert expunge.provenance(out).seconds is not None
+
+
+@pytest.mark.parametrize("name", methods_for("classification"))
+def test_same_seed_same_weights(task, name):
+    args = CASES.get(name, {})
+    a = expunge.unlearn(task.original, forget=task.forget, retain=task.retain, method=name, seed=3, **args)
+    b = expunge.unlearn(task.original, forget=task.forget, retain=task.retain, method=name, seed=3, **args)
+    assert state_equal(a, b)
+
+
+@pytest.mark.parametrize("name", methods_for("classification"))
+def test_unknown_argument_rejected(task, name):
+    with pytest.raises(ValueError, match="unknown argument"):
+        expunge.unlearn(task.original, forget=task.forget, retain=task.retain, method=name,
+                        not_an_argument=1)
+
+
+@pytest.mark.parametrize("name", methods_for("classification"))
+def test_info_is_complete(name):
+    info = expunge.methods()[name]
+    assert info.paper and info.summary and info.reference
+    assert isinstance(info.defaults, dict)
+    for arg, values in info.grid.items():
+        assert arg in info.defaults, f"grid names {arg!r}, which is not an argument"
+        assert values, f"empty grid for {arg!r}"
+
+
+@pytest.mark.parametrize("name", [n for n in methods_for("classification") if registered()[n].forgets])
+def test_forgets_and_keeps(task, name):
+    """Forget accuracy moves from the original's toward the oracle's; retain accuracy stays near the oracle's."""
+    out = expunge.unlearn(task.original, forget=task.forget, retain=task.retain, method=name, seed=0,
+                          **CASES[name])
+    ours = expunge.evaluate(out, forget=task.forget, retain=task.retain, test=task.test)
+    orig = expunge.evaluate(task.original, forget=task.forget, retain=task.retain, test=task.test)
+    oracle = expunge.evaluate(task.oracle, forget=task.forget, retain=task.retain, test=task.test)
+    distance = orig["forget_acc"] - oracle["forget_acc"]
+    assert distance > 10, "the task must separate the original from the oracle"
+    moved = orig["forget_acc"] - ours["forget_acc"]
+    assert moved >= FORGET_PROGRESS * distance, (
+        f"{name}: forget acc {ours['forget_acc']:.1f} (original {orig['forget_acc']:.1f}, "
+        f"oracle {oracle['forget_acc']:.1f})")
+    assert ours["retain_acc"] >= oracle["retain_acc"] - RETAIN_TOLERANCE, (
+        f"{name}: retain acc {ours['retain_acc']:.1f} vs oracle {oracle['retain_acc']:.1f}")
