@@ -14,16 +14,20 @@ from .provenance import stamp
 from .training import Recipe, batches, fit
 
 
-def model(name: str, data: Dataset, **kwargs: Any) -> nn.Module:
-    """Build a built-in architecture (mlp, cnn, resnet18) sized for ``data``; the name and arguments are recorded
-    so ``load_model`` can rebuild it without ``into=``."""
+def model(name: str, data: Dataset, *, seed: int = 0, **kwargs: Any) -> nn.Module:
+    """Build a built-in architecture (mlp, cnn, resnet18) sized for ``data``, initialised under ``seed``; the name
+    and arguments are recorded so ``load_model`` can rebuild it without ``into=``."""
+    import torch
+
     from .models import build_model
 
     base, idx = resolve(data)
     sample_shape = tuple(base.x.shape[1:])
     num_outputs = kwargs.pop("num_outputs", None) or (base.num_classes if base.task == "classification"
                                                       else (1 if base.y.ndim == 1 else base.y.shape[1]))
-    m = build_model(name, sample_shape=sample_shape, num_outputs=num_outputs, **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        m = build_model(name, sample_shape=sample_shape, num_outputs=num_outputs, **kwargs)
     stamp(m, architecture={"name": name, "kwargs": {"sample_shape": list(sample_shape),
                                                     "num_outputs": num_outputs, **kwargs}},
           task=base.task, num_outputs=num_outputs)
