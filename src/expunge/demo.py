@@ -23,10 +23,14 @@ FORGET_CLASS = 3
 SLOW: set[str] = set()
 
 
-def default_methods() -> list[str]:
-    return [n for n, cls in registered().items()
-            if n != "retrain" and "classification" in cls.tasks and n not in SLOW and cls.__module__.count(".") == 2
+def classification_methods() -> list[str]:
+    """Every registered method that unlearns an ordinary classifier (the oracle itself excluded)."""
+    return [n for n, cls in registered().items() if n != "retrain" and "classification" in cls.tasks
             and not getattr(cls, "needs_special_original", False)]
+
+
+def default_methods() -> list[str]:
+    return [n for n in classification_methods() if n not in SLOW]
 
 
 def choose_methods(spec: str | Sequence[str] | None) -> list[str]:
@@ -35,8 +39,7 @@ def choose_methods(spec: str | Sequence[str] | None) -> list[str]:
         return default_methods()
     names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
     if names == ["all"]:
-        return [n for n, cls in registered().items() if n != "retrain" and "classification" in cls.tasks
-                and not getattr(cls, "needs_special_original", False)]
+        return classification_methods()
     known = registered()
     for n in names:
         if n not in known:
