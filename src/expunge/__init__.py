@@ -6,7 +6,7 @@
 >>> len(forget), len(retain)
 (144, 1293)
 """
-from . import data, metrics, models
+from . import data, exact, metrics, models
 from .api import methods, model, train, unlearn
 from .data import ArrayDataset, as_dataset, split_forget
 from .evaluate import evaluate
@@ -17,4 +17,4 @@ from .training import DivergenceError, Recipe
 __version__ = "0.1.0"
 
 __all__ = ["split_forget", "train", "unlearn", "evaluate", "methods", "model", "save_model", "load_model",
-           "ArrayDataset", "as_dataset", "provenance", "Recipe", "DivergenceError", "data", "models", "metrics"]
+           "ArrayDataset", "as_dataset", "provenance", "Recipe", "DivergenceError", "data", "exact", "models", "metrics"]

@@ -26,7 +26,7 @@ SLOW: set[str] = set()
 def classification_methods() -> list[str]:
     """Every registered method that unlearns an ordinary classifier (the oracle itself excluded)."""
     return [n for n, cls in registered().items() if n != "retrain" and "classification" in cls.tasks
-            and not getattr(cls, "needs_special_original", False)]
+            and not cls.needs_special_original]
 
 
 def default_methods() -> list[str]:

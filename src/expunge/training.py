@@ -40,6 +40,11 @@ class DivergenceError(RuntimeError):
     """Training produced a non-finite loss or weights; the run was stopped and nothing was returned."""
 
 
+class StopTraining(Exception):
+    """Raised by a loss or hook to end a run early (e.g. once a target is reached); :func:`fit` then returns the
+    model as it stands, with every completed optimiser step applied."""
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How to train. ``schedule``: constant, step (x ``gamma`` every ``step_size`` epochs), cosine or linear decay
@@ -270,33 +275,37 @@ def fit(model: nn.Module, plan: Plan, *, recipe: Recipe, loss_fn=None, task: str
         torch.manual_seed(int(seed))
         model.train()
         bar = tqdm(range(recipe.epochs), desc=name, unit="epoch", leave=False, disable=not progress_enabled())
-        for epoch in bar:
-            epoch_batches = plan(epoch, gen)
-            n = len(epoch_batches)
-            total = 0.0
-            for i, batch in enumerate(epoch_batches):
-                ctx = StepContext(name, epoch, recipe.epochs, step, n, (epoch + i / max(n, 1)) / recipe.epochs)
-                for group in opt.param_groups:
-                    group["lr"] = recipe.lr * recipe.lr_factor(ctx.progress)
-                loss = loss_fn(model, batch, ctx)
-                if not torch.isfinite(loss):
-                    raise DivergenceError(f"{name}: loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
-                                          "lower the learning rate or the number of epochs")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for hook in grad_hooks:
-                    hook(model)
-                if recipe.clip_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, recipe.clip_grad_norm)
-                opt.step()
-                for hook in step_hooks:
-                    hook(model)
-                total += loss.item()
-                step += 1
-            for hook in epoch_hooks:
-                hook(model, epoch)
-            bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
-            log.debug("%s epoch %d/%d loss %.4f", name, epoch + 1, recipe.epochs, total / max(n, 1))
+        try:
+            for epoch in bar:
+                epoch_batches = plan(epoch, gen)
+                n = len(epoch_batches)
+                total = 0.0
+                for i, batch in enumerate(epoch_batches):
+                    ctx = StepContext(name, epoch, recipe.epochs, step, n, (epoch + i / max(n, 1)) / recipe.epochs)
+                    for group in opt.param_groups:
+                        group["lr"] = recipe.lr * recipe.lr_factor(ctx.progress)
+                    loss = loss_fn(model, batch, ctx)
+                    if not torch.isfinite(loss):
+                        raise DivergenceError(f"{name}: loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
+                                              "lower the learning rate or the number of epochs")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    for hook in grad_hooks:
+                        hook(model)
+                    if recipe.clip_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(params, recipe.clip_grad_norm)
+                    opt.step()
+                    for hook in step_hooks:
+                        hook(model)
+                    total += loss.item()
+                    step += 1
+                for hook in epoch_hooks:
+                    hook(model, epoch)
+                bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
+                log.debug("%s epoch %d/%d loss %.4f", name, epoch + 1, recipe.epochs, total / max(n, 1))
+        except StopTraining as stop:
+            bar.close()
+            log.debug("%s stopped early after %d step(s): %s", name, step, stop)
     model.eval()
     check_finite_weights(model, name)
     return model

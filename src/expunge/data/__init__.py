@@ -1,5 +1,5 @@
 """Datasets, forget requests and loaders."""
-from .builtin import BUILTIN, digits, friedman, generated_classification, load_builtin
+from .builtin import BUILTIN, diabetes, digits, friedman, generated_classification, load_builtin
 from .datasets import (ArrayDataset, as_dataset, features, fingerprint, groups_of, infer_task, resolve, targets,
                        task_of)
 from .files import load_csv, load_image_folder, load_npz
@@ -7,4 +7,4 @@ from .forget import ForgetRequest, Split, split_forget, train_test_split
 
 __all__ = ["ArrayDataset", "as_dataset", "infer_task", "resolve", "features", "targets", "task_of", "groups_of",
            "fingerprint", "split_forget", "Split", "ForgetRequest", "train_test_split", "load_npz", "load_csv",
-           "load_image_folder", "digits", "friedman", "generated_classification", "load_builtin", "BUILTIN"]
+           "load_image_folder", "digits", "diabetes", "friedman", "generated_classification", "load_builtin", "BUILTIN"]

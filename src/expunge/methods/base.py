@@ -80,6 +80,7 @@ class Method:
     needs: ClassVar[Needs] = Needs()
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
     forgets: ClassVar[bool] = True      # meant to move forget-set behaviour toward the oracle's
+    needs_special_original: ClassVar[bool] = False   # True when the original must be a special model (SISA)
     Args: ClassVar[type] = NoArgs
     grid: ClassVar[dict[str, list[Any]]] = {}
 
