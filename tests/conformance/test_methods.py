@@ -21,6 +21,14 @@ CASES: dict[str, dict] = {
     "gradient_ascent": {"epochs": 5, "lr": 0.05},
     "random_label": {"epochs": 10, "lr": 0.01},
     "neggrad_plus": {"epochs": 10, "lr": 0.05, "alpha": 0.9},
+    "l1_sparse": {"epochs": 10, "lr": 0.1, "alpha": 5e-4},
+    "salun": {"epochs": 10, "lr": 0.013, "ratio": 0.5},
+    "ssd": {"alpha": 10.0, "lam": 1.0},
+    "scrub": {"epochs": 10, "lr": 0.05, "msteps": 5},
+    "bad_teacher": {"epochs": 3, "lr": 0.01, "retain_fraction": 1.0},
+    # rows: boundary, msg, ct
+    # rows: influence, fisher
+    # rows: laf
 }
 
 # how close to the oracle the forget accuracy must end up, as a fraction of the original-to-oracle distance
