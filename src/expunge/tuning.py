@@ -1,0 +1,244 @@
+"""Fair hyperparameter tuning of an unlearning method against the oracle, with Optuna.
+
+Unlearning methods are sensitive to their hyperparameters, so comparing them at their paper defaults mostly
+compares how well those defaults transfer. :func:`tune` gives every method the same budget: ``trials`` runs,
+chosen by Optuna's TPE sampler (seeded), each scored by its Avg. Gap to the oracle (``expunge.evaluate(model,
+forget=..., retain=..., test=..., reference=oracle)["avg_gap"]``, lower is better) or another gap.
+
+- The search space is the method's declared tuning grid (``expunge.methods()[name].grid``), each argument
+  categorical over the listed values. ``space`` replaces it: ``{"lr": [1e-3, 1e-2], ...}`` (categorical) or
+  ``{"lr": {"low": 1e-4, "high": 1e-1, "log": True}}`` (a range; integers when both ends are integers).
+  ``fixed`` pins arguments for every trial (pinned arguments leave the default grid).
+- The first trial runs the method's defaults when they lie in the space, so the result is never worse than the
+  defaults. A combination the sampler proposes again is not re-run (runs are deterministic under ``seed``); the
+  study stops early once every combination of an all-categorical space has been run.
+- A run that diverges (:class:`expunge.training.DivergenceError`), raises ValueError for its combination of
+  arguments, or scores a non-finite objective is recorded as failed and pruned; the study goes on. If every trial
+  fails, :class:`TuningError` says why.
+- Every trial unlearns with the same ``seed``, so trials differ only by their arguments.
+
+The rule for worst-case forget sets (Fan et al., "Challenging Forgets: Unveiling the Worst-Case Forget Sets in
+Machine Unlearning", ECCV 2024; https://github.com/OPTML-Group/Unlearn-WorstCase): tune each method on a
+*random* forget set of the same size, then reuse the chosen arguments unchanged on the worst-case set
+(``expunge.worst_case.select_worst_case``). Tuning on the worst-case set itself would let the method adapt to
+the very examples chosen to be hard for it.
+
+Optuna's own logging is silenced while :func:`tune` runs (warnings still show); progress is logged at INFO level
+under ``expunge.tuning``.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from .data.datasets import task_of
+from .evaluate import CLASSIFICATION_GAPS, REGRESSION_GAPS, evaluate
+from .methods import base as registry
+from .training import DivergenceError
+
+log = logging.getLogger(__name__)
+
+
+class TuningError(RuntimeError):
+    """Every trial of a tuning study failed; the message lists the distinct errors."""
+
+
+@dataclass
+class TuneResult:
+    """The outcome of :func:`tune`. ``best_args`` holds the sampled and the fixed arguments (pass them to
+    ``expunge.unlearn``); ``trials`` has one dict per trial: ``number``, ``args``, ``value``, ``scores`` (the full
+    ``evaluate`` dict) and ``error`` (None for a completed trial), plus ``repeat`` when a combination came back."""
+
+    best_args: dict[str, Any]
+    best_value: float
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    method: str = ""
+    objective: str = "avg_gap"
+
+
+def tune(method: str, original: nn.Module, *, forget: Dataset, retain: Dataset, test: Dataset | None,
+         oracle: nn.Module, trials: int = 20, seed: int = 0, space: dict | None = None, fixed: dict | None = None,
+         objective: str = "avg_gap") -> TuneResult:
+    """Search ``method``'s arguments for the smallest ``objective`` (a gap to ``oracle``) in ``trials`` runs."""
+    import optuna
+
+    cls = registry.get(method)
+    for name, model in (("original", original), ("oracle", oracle)):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{name} must be a torch nn.Module; got {type(model).__name__}")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials={trials!r} is not allowed; expected an integer >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an integer; got {seed!r}")
+    _check_objective(objective, task_of(forget), test is not None)
+    fixed = dict(fixed or {})
+    dims = _search_space(cls, space, fixed)
+    records: list[dict[str, Any]] = []
+    seen: dict[str, dict[str, Any]] = {}
+    combos = math.prod(len(d.choices) for d in dims) if all(d.choices is not None for d in dims) else None
+
+    def run_trial(trial: "optuna.Trial") -> float:
+        args = {**fixed, **{d.name: d.suggest(trial) for d in dims}}
+        key = repr(sorted(args.items()))
+        if key in seen:
+            record = {**seen[key], "number": trial.number, "repeat": True}
+        else:
+            record = seen[key] = _evaluate(method, original, args, forget, retain, test, oracle, seed, objective,
+                                           trial.number)
+        records.append(record)
+        if record["error"] is not None:
+            raise optuna.TrialPruned(record["error"])
+        return record["value"]
+
+    def stop_when_exhausted(study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> None:
+        if combos is not None and len(seen) >= combos:
+            study.stop()
+
+    with _quiet_optuna():
+        study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+        start = _default_point(cls, dims)
+        if start is not None:
+            study.enqueue_trial(start)
+        study.optimize(run_trial, n_trials=trials if dims else 1, callbacks=[stop_when_exhausted])
+    done = [r for r in records if r["error"] is None]
+    if not done:
+        errors = sorted({r["error"] for r in records})
+        raise TuningError(f"all {len(records)} trial(s) of method {method!r} failed: " + "; ".join(errors))
+    best = min(done, key=lambda r: (r["value"], r["number"]))
+    log.info("tuned %s: best %s = %.4f with %s", method, objective, best["value"], best["args"])
+    return TuneResult(dict(best["args"]), float(best["value"]), records, method, objective)
+
+
+# --- one trial -------------------------------------------------------------------------------------------------
+
+def _evaluate(method: str, original: nn.Module, args: dict[str, Any], forget: Dataset, retain: Dataset,
+              test: Dataset | None, oracle: nn.Module, seed: int, objective: str, number: int) -> dict[str, Any]:
+    from .api import unlearn
+
+    record: dict[str, Any] = {"number": number, "args": dict(args), "value": None, "scores": None, "error": None}
+    start = time.perf_counter()
+    try:
+        model = unlearn(original, forget=forget, retain=retain, method=method, seed=seed, **args)
+        scores = evaluate(model, forget=forget, retain=retain, test=test, reference=oracle, seed=seed)
+    except (DivergenceError, ValueError) as e:
+        record["error"] = f"{type(e).__name__}: {e}"
+        log.info("trial %d of %s with %s failed: %s", number, method, args, record["error"])
+        return record
+    value = scores.get(objective)
+    record["scores"] = scores
+    if value is None or not math.isfinite(value):
+        record["error"] = f"objective {objective} is {value!r}, not a finite number"
+    else:
+        record["value"] = float(value)
+    log.info("trial %d of %s with %s: %s = %s (%.1f s)", number, method, args, objective, value,
+             time.perf_counter() - start)
+    return record
+
+
+# --- the search space ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched argument: categorical over ``choices`` or a range ``low``..``high``."""
+
+    name: str
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+
+    def suggest(self, trial: Any) -> Any:
+        if self.choices is not None:      # by position, so any value (None, tuples) can be a choice
+            return self.choices[trial.suggest_categorical(self.name, list(range(len(self.choices))))]
+        if isinstance(self.low, int) and isinstance(self.high, int):
+            return trial.suggest_int(self.name, self.low, self.high, log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+
+    def position(self, value: Any) -> Any:
+        """How ``value`` is written in a trial's parameters, or None when it lies outside this dimension."""
+        if self.choices is not None:
+            return next((i for i, c in enumerate(self.choices)
+                         if isinstance(c, bool) == isinstance(value, bool) and c == value), None)
+        return value if isinstance(value, (int, float)) and self.low <= value <= self.high else None
+
+
+def _search_space(cls: type, space: dict | None, fixed: dict[str, Any]) -> list[Dimension]:
+    where = f"tuning {cls.name!r}"
+    names = [f.name for f in dataclasses.fields(cls.Args)]
+    for label, given in (("fixed", fixed), ("space", space or {})):
+        if not isinstance(given, dict):
+            raise TypeError(f"{where}: {label} must be a dict of argument -> value(s); "
+                            f"got {type(given).__name__}")
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise ValueError(f"{where}: unknown argument(s) {unknown} in {label}; "
+                             f"allowed: {', '.join(names) or 'none'}")
+    registry.parse_args(cls.Args, fixed, where=f"{where}: fixed")
+    if space is None:
+        space = {k: v for k, v in cls.grid.items() if k not in fixed}
+    else:
+        both = sorted(set(space) & set(fixed))
+        if both:
+            raise ValueError(f"{where}: argument(s) {both} are both searched (space) and pinned (fixed); "
+                             "give each once")
+    return [_dimension(cls, name, spec, fixed, where) for name, spec in space.items()]
+
+
+def _dimension(cls: type, name: str, spec: Any, fixed: dict[str, Any], where: str) -> Dimension:
+    if isinstance(spec, dict):
+        extra = sorted(set(spec) - {"low", "high", "log"})
+        low, high, log_scale = spec.get("low"), spec.get("high"), spec.get("log", False)
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high))
+        if extra or not numbers or not low < high or not isinstance(log_scale, bool) or (log_scale and low <= 0):
+            raise ValueError(f"{where}: space[{name!r}]={spec!r} is not a valid range; expected "
+                             "{'low': number, 'high': larger number, 'log': bool} (low > 0 with log)")
+        for v in (low, high):
+            registry.parse_args(cls.Args, {**fixed, name: v}, where=where)
+        return Dimension(name, low=low, high=high, log=log_scale)
+    if not isinstance(spec, (list, tuple)) or len(spec) == 0:
+        raise ValueError(f"{where}: space[{name!r}]={spec!r} is not allowed; expected a non-empty list of values "
+                         "or a range {'low': ..., 'high': ..., 'log': ...}")
+    for v in spec:
+        registry.parse_args(cls.Args, {**fixed, name: v}, where=where)
+    return Dimension(name, choices=tuple(spec))
+
+
+def _default_point(cls: type, dims: list[Dimension]) -> dict[str, Any] | None:
+    """The method's defaults as trial parameters, when every searched argument's default lies in the space."""
+    defaults = registry.defaults(cls.Args)
+    point = {d.name: d.position(defaults.get(d.name)) for d in dims}
+    return point if dims and all(v is not None for v in point.values()) else None
+
+
+def _check_objective(objective: str, task: str, has_test: bool) -> None:
+    gaps = CLASSIFICATION_GAPS if task == "classification" else REGRESSION_GAPS
+    allowed = (["avg_gap"] if task == "classification" else ["w1_to_reference"]) + [f"gap_{g}" for g in gaps]
+    if objective not in allowed:
+        raise ValueError(f"objective {objective!r} is not allowed for {task}; allowed (lower is better): "
+                         f"{', '.join(allowed)}")
+    needs_test = objective.endswith(("test_acc", "test_mae", "mia_efficacy"))
+    if needs_test and not has_test:
+        raise ValueError(f"objective {objective!r} needs test data; pass test=...")
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+__all__ = ["tune", "TuneResult", "TuningError"]
