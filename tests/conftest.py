@@ -1,5 +1,7 @@
 """Shared fixtures: a small generated classification task on which an MLP memorises its training data, so the
-original model's forget accuracy (~98%) sits far above the oracle's (~77%)."""
+original model's forget accuracy (~98%) sits far above the oracle's (~77%); and, for methods that need
+convolutions, 300 scikit-learn digits with 20% of the labels flipped, which a small CNN memorises (forget accuracy
+100%) and its oracle does not (~77%)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +10,7 @@ import pytest
 import torch
 
 import expunge
-from expunge.data import generated_classification
+from expunge.data import ArrayDataset, digits, generated_classification
 
 torch.set_num_threads(1)
 
@@ -41,3 +43,24 @@ def task() -> Task:
 def classwise_task() -> Task:
     """Forgetting class 0 of the generated task."""
     return make_task(classes=[0])
+
+
+def make_cnn_task(n: int = 300, noise: float = 0.2) -> Task:
+    """Random 10% forgetting on ``n`` digits (1x8x8) whose labels are flipped to another class with probability
+    ``noise``, and a small CNN (width 16) trained on them long enough to memorise the flipped labels."""
+    train, test = digits(seed=0)
+    g = torch.Generator().manual_seed(0)
+    y = train.y[:n].clone()
+    flip = torch.rand(n, generator=g) < noise
+    y[flip] = (y[flip] + torch.randint(1, 10, (int(flip.sum()),), generator=g)) % 10
+    train = ArrayDataset(train.x[:n], y, task="classification", name="noisy-digits/train")
+    forget, retain = expunge.split_forget(train, fraction=0.1, seed=0)
+    original = expunge.train(expunge.model("cnn", train, width=16), train, epochs=100, lr=0.05, seed=0)
+    oracle = expunge.unlearn(original, forget=forget, retain=retain, method="retrain", seed=0)
+    return Task(train, test, forget, retain, original, oracle)
+
+
+@pytest.fixture(scope="session")
+def cnn_task() -> Task:
+    """Random 10% forgetting on noisy digits with a small CNN (for methods that need convolution layers)."""
+    return make_cnn_task()

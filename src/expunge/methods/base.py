@@ -81,6 +81,7 @@ class Method:
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
     forgets: ClassVar[bool] = True      # meant to move forget-set behaviour toward the oracle's
     needs_special_original: ClassVar[bool] = False   # True when the original must be a special model (SISA)
+    requires_conv: ClassVar[bool] = False   # True when the method only runs on models with convolution layers
     Args: ClassVar[type] = NoArgs
     grid: ClassVar[dict[str, list[Any]]] = {}
 
