@@ -64,3 +64,18 @@ def make_cnn_task(n: int = 300, noise: float = 0.2) -> Task:
 def cnn_task() -> Task:
     """Random 10% forgetting on noisy digits with a small CNN (for methods that need convolution layers)."""
     return make_cnn_task()
+
+
+def make_digits_classwise_task(forget_class: int = 0) -> Task:
+    """Forgetting one digit of scikit-learn's digits with the default MLP (real data, class-wise)."""
+    train, test = digits(seed=0)
+    forget, retain = expunge.split_forget(train, classes=[forget_class])
+    original = expunge.train(expunge.model("mlp", train), train, seed=0)
+    oracle = expunge.unlearn(original, forget=forget, retain=retain, method="retrain", seed=0)
+    return Task(train, test, forget, retain, original, oracle)
+
+
+@pytest.fixture(scope="session")
+def digits_classwise_task() -> Task:
+    """Forgetting the digit 0 of scikit-learn's digits, default MLP."""
+    return make_digits_classwise_task()
