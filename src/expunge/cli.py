@@ -77,6 +77,111 @@ def run(config: Path = typer.Argument(..., help="Experiment YAML file."),
     _echo(f"Recorded as run {run_id}.")
 
 
+@app.command()
+def bench(config: Path = typer.Argument(..., help="Benchmark YAML file (see examples/bench_small.yaml)."),
+          overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. seeds=1"),
+          out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: the config's out)."),
+          engine: str = typer.Option("local", "--engine", help="local (joblib), dask or ray."),
+          address: Optional[str] = typer.Option(None, "--address", help="Scheduler address for dask or ray."),
+          workers: Optional[int] = typer.Option(None, "--workers", help="Parallel jobs (local, ray); default: "
+                                                                          "one per core."),
+          report: bool = typer.Option(True, "--report/--no-report", help="Write the reports at the end."),
+          store: Optional[Path] = StoreOption) -> None:
+    """Run a benchmark grid: data/models x forget scenarios x methods x seeds; resumable (rerun to continue)."""
+    from .bench import expand, load_bench, make_engine, run_bench
+    from .bench.report import collect
+    from .report import text_table
+
+    spec = load_bench(config, overrides or [])
+    out_dir = Path(out or spec.out)
+    grid = expand(spec)
+    counts = ", ".join(f"{n} {k}" for k, n in _stage_counts(grid).items())
+    runner = make_engine(engine, address=address, workers=workers)
+    try:
+        typer.echo(f"expunge bench {spec.name}: {len(grid.jobs)} jobs ({counts}) on {runner.describe()}; "
+                   f"output in {out_dir}", err=True)
+        with RunStore(store) as db:
+            run_id = db.start_run(spec.name, "bench", params={"config": str(config), "overrides": overrides or [],
+                                                              "out": str(out_dir.resolve()), "engine": engine})
+            try:
+                outcome = run_bench(spec, out=out_dir, engine=runner, progress=True, report=report)
+            except BaseException as e:
+                killed = isinstance(e, KeyboardInterrupt)
+                db.end_run(run_id, "KILLED" if killed else "FAILED", "interrupted" if killed else str(e))
+                raise
+            db.log_metrics(run_id, {"wall_seconds": outcome.wall_seconds, "jobs_run": outcome.ran,
+                                    "jobs_reused": outcome.reused, "jobs_failed": len(outcome.failures)})
+            for kind, path in outcome.paths.items():
+                db.log_artifact(run_id, path.resolve(), kind)
+            db.end_run(run_id, "FAILED" if outcome.failures else "FINISHED",
+                       f"{len(outcome.failures)} job(s) failed" if outcome.failures else None)
+    finally:
+        runner.close()
+    typer.echo(f"ran {outcome.ran} jobs, reused {outcome.reused}, blocked {outcome.blocked}, failed "
+               f"{len(outcome.failures)} in {outcome.wall_seconds:.1f}s (run {run_id})", err=True)
+    if report:
+        for sec in collect(out_dir).sections:
+            _echo(f"\n{sec.title}\n" + text_table(sec.rows, tier=True))
+        _echo(f"\nWrote {', '.join(str(p) for p in outcome.paths.values())}.")
+    if outcome.failures:
+        label, error = outcome.failures[0]
+        typer.echo(f"error: {len(outcome.failures)} job(s) failed (rerun to retry); first: {label}: {error}",
+                   err=True)
+        raise typer.Exit(1)
+
+
+def _stage_counts(grid) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for job in grid.jobs.values():
+        counts[job.kind] = counts.get(job.kind, 0) + 1
+    return counts
+
+
+@app.command("report")
+def report_cmd(target: str = typer.Argument(..., help="A bench directory, or a run id (prefix) in the run store."),
+               out: Optional[Path] = typer.Option(None, "--out", help="Report directory (default: the bench "
+                                                                       "directory; expunge-report-ID for a run)."),
+               mlflow: bool = typer.Option(False, "--mlflow", help="Also export a bench's jobs to MLflow."),
+               mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", help="MLflow tracking URI."),
+               store: Optional[Path] = StoreOption) -> None:
+    """Write report.md, report.html (self-contained) and results.json for a bench or a run."""
+    from .bench.compare import resolve
+    from .report import aggregate, run_sections, text_table, write_reports
+
+    kind, value = resolve(target, store)
+    if mlflow:
+        from .bench.export import require_mlflow
+
+        require_mlflow()
+    if kind == "bench":
+        from .bench.report import collect, write_bench_report
+
+        paths = write_bench_report(value, dest=out)
+        for sec in collect(value).sections:
+            _echo(f"\n{sec.title}\n" + text_table(sec.rows, tier=True))
+        if mlflow:
+            from .bench.export import to_mlflow
+
+            _echo(f"Exported {to_mlflow(value, tracking_uri=mlflow_uri)} new run(s) to MLflow.")
+    elif mlflow:
+        raise ValueError("--mlflow exports benches; give a bench directory or a bench run id")
+    elif value.kind == "run":
+        sections = run_sections(value)
+        paths = write_reports(out or Path(f"expunge-report-{value.run_id}"), f"expunge run {value.name}", sections,
+                              {"run": value.run_id, **value.params})
+        for title, comps in sections.items():
+            _echo(f"\n{title}\n" + text_table(aggregate(comps)))
+    else:
+        written = [p for p, k in value.artifacts.items() if k in ("md", "html", "json")]
+        if not written:
+            raise ValueError(f"run {value.run_id} is a {value.kind} run with no results to report")
+        _echo(f"run {value.run_id} ({value.kind}) wrote its reports when it ran:")
+        for p in written:
+            _echo(f"  {p}")
+        return
+    _echo(f"\nWrote {', '.join(str(p) for p in paths.values())}.")
+
+
 @app.command("methods")
 def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """List the registered methods with their paper, needs and defaults."""
@@ -125,6 +230,16 @@ def runs_show(run_id: str = typer.Argument(..., help="Run id or a unique prefix.
             _echo(f"{title}:")
             for k, v in items.items():
                 _echo(f"  {k} = {v:.4g}" if isinstance(v, float) else f"  {k} = {v}")
+
+
+@runs_app.command("compare")
+def runs_compare(a: str = typer.Argument(..., help="A bench directory or run id."),
+                 b: str = typer.Argument(..., help="Another bench directory or run id."),
+                 store: Optional[Path] = StoreOption) -> None:
+    """Diff two runs (parameters, metrics) or two benches (per method and scenario: A, B and B - A)."""
+    from .bench.compare import compare
+
+    _echo(compare(a, b, store))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,11 +22,18 @@ COLUMNS = [("UA", "ua"), ("RA", "retain_acc"), ("TA", "test_acc"), ("MIA", "mia_
 REGRESSION_COLUMNS = [("forget MAE", "forget_mae"), ("retain MAE", "retain_mae"), ("test MAE", "test_mae"),
                       ("MIA", "mia_efficacy"), ("W1 to oracle", "w1_to_reference"), ("RTE %", "rte"),
                       ("seconds", "seconds")]
+TIER_COLUMN = ("tier", "evidence_tier")
+STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
+         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+         "text-align:right}td:first-child,th:first-child{text-align:left}"
+         "tr.oracle{background:#eef6ee}.caveat{background:#fff4e0;padding:.6em 1em;border-left:4px solid #e90}")
 
 
-def columns_for(rows: dict[str, list[dict[str, float]]]) -> list[tuple[str, str]]:
+def columns_for(rows: dict[str, list[dict[str, float]]], *, tier: bool = False) -> list[tuple[str, str]]:
+    """The table's columns for these rows (classification or regression), with the evidence tier if asked."""
     sample = next((s for runs in rows.values() for s in runs if s), {})
-    return REGRESSION_COLUMNS if "forget_mae" in sample else COLUMNS
+    cols = REGRESSION_COLUMNS if "forget_mae" in sample else COLUMNS
+    return cols + [TIER_COLUMN] if tier else cols
 
 
 def aggregate(comparisons: Sequence[Comparison]) -> dict[str, list[dict[str, float]]]:
@@ -52,33 +59,38 @@ def summarise(runs: list[dict[str, float]], key: str) -> tuple[float, float, int
 def cell(runs: list[dict[str, float]], key: str) -> str:
     mean, std, n = summarise(runs, key)
     if n == 0:
-        return "diverged" if runs and not any(runs) else "–"
+        if runs and all(not r or r.get("failed") for r in runs):
+            return "diverged" if not any(runs) else "failed"
+        return "–"
+    if key == "evidence_tier":
+        return f"{mean:.0f}"
     digits = 3 if key.endswith("mae") or key.startswith("w1") else 2
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
 
 
-def table_rows(rows: dict[str, list[dict[str, float]]]) -> tuple[list[str], list[list[str]]]:
-    cols = columns_for(rows)
+def table_rows(rows: dict[str, list[dict[str, float]]], *,
+               tier: bool = False) -> tuple[list[str], list[list[str]]]:
+    cols = columns_for(rows, tier=tier)
     header = ["Method"] + [c for c, _ in cols]
     body = [[name] + [cell(runs, key) for _, key in cols] for name, runs in rows.items()]
     return header, body
 
 
-def text_table(rows: dict[str, list[dict[str, float]]]) -> str:
-    header, body = table_rows(rows)
+def text_table(rows: dict[str, list[dict[str, float]]], *, tier: bool = False) -> str:
+    header, body = table_rows(rows, tier=tier)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     fmt = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body])
 
 
-def markdown_table(rows: dict[str, list[dict[str, float]]]) -> str:
-    header, body = table_rows(rows)
+def markdown_table(rows: dict[str, list[dict[str, float]]], *, tier: bool = False) -> str:
+    header, body = table_rows(rows, tier=tier)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines)
 
 
-def _definitions() -> str:
+def definitions() -> str:
     return ("UA = 100 − forget accuracy; RA = retain accuracy; TA = test accuracy (remaining classes for class-wise "
             "forgetting); MIA = MIA-efficacy, % of the forget set an SVC on true-class confidence calls "
             "non-member; Avg.Gap = mean |method − oracle| over UA, RA, TA, MIA; RTE % = method time as % of the "
@@ -91,7 +103,7 @@ def write_reports(out: str | Path, title: str, sections: dict[str, Sequence[Comp
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     aggregated = {name: aggregate(comps) for name, comps in sections.items()}
-    md = [f"# {title}", "", f"> {TIER0_CAVEAT}", "", _definitions(), ""]
+    md = [f"# {title}", "", f"> {TIER0_CAVEAT}", "", definitions(), ""]
     md += [f"- {k}: {v}" for k, v in meta.items()] + [""]
     for name, rows in aggregated.items():
         md += [f"## {name}", "", markdown_table(rows), ""]
@@ -106,6 +118,21 @@ def write_reports(out: str | Path, title: str, sections: dict[str, Sequence[Comp
                              for name, comps in sections.items()}}
     atomic_write(paths["json"], json.dumps(results, indent=2, default=_json_default).encode())
     return paths
+
+
+def run_sections(record: Any) -> dict[str, list[Comparison]]:
+    """The comparison recorded by ``expunge run`` (a :class:`expunge.store.RunRecord` of kind ``run``), rebuilt
+    from its metrics (``original_*``, ``oracle_*`` and the method's own) for :func:`write_reports`."""
+    from .experiment import MethodResult
+
+    m = record.metrics
+    original = {k[len("original_"):]: v for k, v in m.items() if k.startswith("original_")}
+    oracle = {k[len("oracle_"):]: v for k, v in m.items() if k.startswith("oracle_")}
+    scores = {k: v for k, v in m.items() if not k.startswith(("original_", "oracle_")) and k != "wall_seconds"}
+    forget = ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in record.params.items() if k.startswith("forget."))
+    title = f"forget {forget}" if forget else record.name
+    method = str(record.params.get("method", record.name))
+    return {title: [Comparison(title, original, oracle, [MethodResult(method, scores)])]}
 
 
 def _keys(runs: list[dict[str, float]]) -> list[str]:
@@ -149,13 +176,9 @@ def _plot(rows: dict[str, list[dict[str, float]]]) -> str:
 
 def _html(title: str, aggregated: dict[str, dict[str, list[dict[str, float]]]], meta: dict[str, Any]) -> str:
     esc = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
-             "body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-             "text-align:right}td:first-child,th:first-child{text-align:left}"
-             "tr.oracle{background:#eef6ee}.caveat{background:#fff4e0;padding:.6em 1em;border-left:4px solid #e90}"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{STYLE}"
              "</style></head><body>", f"<h1>{esc(title)}</h1>", f"<p class='caveat'>{esc(TIER0_CAVEAT)}</p>",
-             f"<p>{esc(_definitions())}</p>", "<ul>"]
+             f"<p>{esc(definitions())}</p>", "<ul>"]
     parts += [f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in meta.items()]
     parts.append("</ul>")
     for name, rows in aggregated.items():

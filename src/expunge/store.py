@@ -4,6 +4,10 @@ Tables: ``runs`` (id, name, kind, status, start/end time, error), ``params`` (ke
 (key/value/step per run), ``artifacts`` (files a run wrote), ``tags``. WAL mode, so readers never block the
 writer. Only the driving process writes (workers return results to it).
 
+A run tagged ``job_key`` is a benchmark job: at most one run may carry a given ``job_key`` (a unique index), and
+:meth:`RunStore.record` writes a finished job (run, params, metrics, tags, artifacts) in one transaction, so a
+process killed at any moment leaves either the whole record or nothing.
+
 Location: the ``path`` argument, else the ``EXPUNGE_STORE`` environment variable, else ``~/.expunge/runs.db``.
 """
 from __future__ import annotations
@@ -38,6 +42,7 @@ CREATE TABLE IF NOT EXISTS tags (
     run_id TEXT NOT NULL REFERENCES runs(run_id), key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (run_id, key));
 CREATE INDEX IF NOT EXISTS runs_start ON runs(start_time);
+CREATE UNIQUE INDEX IF NOT EXISTS tags_job_key ON tags(value) WHERE key = 'job_key';
 """
 
 
@@ -64,6 +69,10 @@ class RunRecord:
     @property
     def seconds(self) -> float | None:
         return None if self.end_time is None else self.end_time - self.start_time
+
+
+class DuplicateRunError(ValueError):
+    """A run with the same ``job_key`` tag is already recorded."""
 
 
 class RunStore:
@@ -139,6 +148,36 @@ class RunStore:
             db.execute("UPDATE runs SET status = ?, end_time = ?, error = ? WHERE run_id = ?",
                        (status, time.time(), error, run_id))
 
+    def record(self, name: str, kind: str, *, params: dict[str, Any] | None = None,
+               metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None,
+               artifacts: dict[str, str] | None = None, status: str = "FINISHED", error: str | None = None,
+               start_time: float | None = None, end_time: float | None = None,
+               parent_id: str | None = None) -> str:
+        """Write a run that has already ended, with everything it produced, in one transaction.
+
+        Raises :class:`DuplicateRunError` when ``tags`` carries a ``job_key`` that another run already has.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"unknown run status {status!r}; allowed: {', '.join(STATUSES)}")
+        run_id = uuid.uuid4().hex[:12]
+        end = time.time() if end_time is None else end_time
+        start = end if start_time is None else start_time
+        try:
+            with self._tx() as db:
+                db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (run_id, name, kind, status, start, end, error, parent_id))
+                self._put_params(db, run_id, params or {})
+                db.executemany("INSERT INTO metrics VALUES (?, ?, ?, 0, ?)",
+                               [(run_id, k, float(v), end) for k, v in (metrics or {}).items()])
+                db.executemany("INSERT INTO tags VALUES (?, ?, ?)",
+                               [(run_id, k, str(v)) for k, v in (tags or {}).items()])
+                db.executemany("INSERT INTO artifacts VALUES (?, ?, ?)",
+                               [(run_id, str(p), k) for p, k in (artifacts or {}).items()])
+        except sqlite3.IntegrityError as e:
+            raise DuplicateRunError(f"a run tagged job_key={(tags or {}).get('job_key')!r} is already recorded in "
+                                    f"{self.path} ({e})") from None
+        return run_id
+
     @contextmanager
     def run(self, name: str, kind: str, **kwargs: Any) -> Iterator[str]:
         """Start a run; mark it FINISHED on success, FAILED (with the error) on an exception, KILLED on Ctrl-C."""
@@ -177,6 +216,31 @@ class RunStore:
         rec.artifacts = dict(self._db.execute("SELECT path, kind FROM artifacts WHERE run_id = ?", (rid,)))
         rec.tags = dict(self._db.execute("SELECT key, value FROM tags WHERE run_id = ?", (rid,)))
         return rec
+
+    def tagged(self, key: str) -> dict[str, RunRecord]:
+        """Every run carrying tag ``key``, by the tag's value, with params, metrics, artifacts and tags loaded."""
+        rows = self._db.execute("SELECT runs.*, tags.value FROM runs JOIN tags ON runs.run_id = tags.run_id "
+                                "WHERE tags.key = ? ORDER BY runs.start_time", (key,)).fetchall()
+        out = {r[-1]: RunRecord(*r[:-1]) for r in rows}
+        by_id = {rec.run_id: rec for rec in out.values()}
+        if not by_id:
+            return out
+        q = "SELECT run_id, key, value FROM {} WHERE run_id IN (SELECT run_id FROM tags WHERE key = ?)"
+        for rid, k, v in self._db.execute(q.format("params"), (key,)):
+            if rid in by_id:
+                by_id[rid].params[k] = json.loads(v)
+        for rid, k, v in self._db.execute(q.format("tags"), (key,)):
+            if rid in by_id:
+                by_id[rid].tags[k] = v
+        for rid, k, v in self._db.execute("SELECT run_id, key, value FROM metrics WHERE run_id IN (SELECT run_id "
+                                          "FROM tags WHERE key = ?) ORDER BY step", (key,)):
+            if rid in by_id:
+                by_id[rid].metrics[k] = float("nan") if v is None else v   # SQLite stores NaN as NULL
+        for rid, p, k in self._db.execute("SELECT run_id, path, kind FROM artifacts WHERE run_id IN (SELECT run_id "
+                                          "FROM tags WHERE key = ?)", (key,)):
+            if rid in by_id:
+                by_id[rid].artifacts[p] = k
+        return out
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

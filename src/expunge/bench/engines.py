@@ -1,0 +1,154 @@
+"""Where jobs run: locally through joblib, on a Dask cluster, or on Ray through its joblib backend.
+
+Every engine takes ``(tag, payload)`` pairs and yields ``(tag, result)`` pairs as jobs finish, in any order; it
+consumes its input lazily, so the driver builds a payload (which carries models) only shortly before it is sent.
+The job function is the same everywhere (:func:`expunge.bench.jobs.tagged_job`), so results do not depend on the
+engine.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Iterator
+
+from .jobs import run_job, tagged_job
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("local", "dask", "ray")
+Items = Iterable[tuple[str, dict[str, Any]]]
+
+
+class LocalEngine:
+    """joblib on this machine: ``workers`` processes (default: one per core), one torch thread each."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None):
+        from joblib import cpu_count   # the cores this process may use (affinity, cgroup quotas)
+
+        self.workers = _workers(workers, cpu_count())
+
+    def describe(self) -> str:
+        return f"local, {self.workers} worker{'s' if self.workers > 1 else ''}"
+
+    def run(self, items: Items) -> Iterator[tuple[str, dict[str, Any]]]:
+        if self.workers == 1:   # in this process: no start-up cost, and the driver's memory is shared
+            for tag, payload in items:
+                yield tag, run_job(payload)
+            return
+        from joblib import Parallel, delayed, parallel_config
+
+        with parallel_config(backend="loky", inner_max_num_threads=1):
+            parallel = Parallel(n_jobs=self.workers, return_as="generator_unordered", pre_dispatch="2*n_jobs")
+            yield from parallel(delayed(tagged_job)(tag, payload) for tag, payload in items)
+
+    def close(self) -> None:
+        pass
+
+
+class DaskEngine:
+    """An existing Dask cluster (``address``, or a ``distributed.Client``); at most two jobs per worker thread
+    are in flight, so payloads are built as slots free up."""
+
+    name = "dask"
+
+    def __init__(self, address: str | None = None, *, client: Any = None):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ValueError("the dask engine needs dask.distributed; install it with pip install "
+                             "'expunge[dask]'") from None
+        if client is None and not address:
+            raise ValueError("the dask engine needs the scheduler's address: --address tcp://HOST:8786")
+        self._owned = client is None
+        try:
+            self.client = client if client is not None else Client(address, timeout=30)
+        except (OSError, TimeoutError) as e:
+            raise ValueError(f"cannot connect to the Dask scheduler at {address}: {e}") from None
+
+    def describe(self) -> str:
+        threads = sum(self.client.nthreads().values())
+        return f"dask at {self.client.scheduler.address}, {threads} worker thread{'s' if threads != 1 else ''}"
+
+    def run(self, items: Items) -> Iterator[tuple[str, dict[str, Any]]]:
+        from distributed import as_completed
+
+        window = max(2, 2 * sum(self.client.nthreads().values()))
+        source = iter(items)
+        pending = as_completed()
+
+        def submit() -> bool:
+            nxt = next(source, None)
+            if nxt is None:
+                return False
+            pending.add(self.client.submit(tagged_job, nxt[0], nxt[1], pure=False))
+            return True
+
+        for _ in range(window):
+            if not submit():
+                break
+        for future in pending:
+            tag, result = future.result()
+            future.release()
+            submit()
+            yield tag, result
+
+    def close(self) -> None:
+        if self._owned:
+            self.client.close()
+
+
+class RayEngine:
+    """Ray through its joblib backend (the optional extra ``expunge[ray]``); ``address`` names a running cluster
+    (default: start or join a local one)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None):
+        try:
+            import ray
+            from ray.util.joblib import register_ray
+        except ImportError:
+            raise ValueError("the ray engine needs ray, which is not installed; install it with "
+                             "pip install 'expunge[ray]'") from None
+        register_ray()
+        if not ray.is_initialized():
+            ray.init(address=address, log_to_driver=False)
+        self.workers = _workers(workers, int(ray.cluster_resources().get("CPU", 1)))
+
+    def describe(self) -> str:
+        return f"ray, {self.workers} workers"
+
+    def run(self, items: Items) -> Iterator[tuple[str, dict[str, Any]]]:
+        from joblib import Parallel, delayed, parallel_config
+
+        from itertools import islice
+
+        source = iter(items)   # results come back in chunks, each recorded as soon as its chunk ends
+        with parallel_config(backend="ray", n_jobs=self.workers):
+            while chunk := list(islice(source, 2 * self.workers)):
+                yield from Parallel()(delayed(tagged_job)(t, p) for t, p in chunk)
+
+    def close(self) -> None:
+        pass
+
+
+def make_engine(name: str = "local", *, address: str | None = None, workers: int | None = None):
+    """An engine by name: local (joblib), dask (needs ``address``) or ray."""
+    if name == "local":
+        if address:
+            raise ValueError("--address is for the dask and ray engines; the local engine runs on this machine")
+        return LocalEngine(workers)
+    if name == "dask":
+        return DaskEngine(address)
+    if name == "ray":
+        return RayEngine(address, workers)
+    raise ValueError(f"unknown engine {name!r}; allowed: {', '.join(ENGINES)}")
+
+
+def _workers(workers: int | None, default: int) -> int:
+    if workers is None:
+        return max(1, default)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1; got {workers!r}")
+    return workers

@@ -1,0 +1,174 @@
+"""What a worker does with one job: a plain function of a payload, returning a plain result.
+
+Workers never touch the run store or the model cache: the driver puts the models a job needs into its payload
+and records what comes back (scores as ``metrics``, structured output as ``result``, a trained ``model`` to
+cache). A job that fails returns ``error`` instead of raising, so one bad job never stops the others; a
+diverging run (``DivergenceError``), a method (or selector, or tuner) refusing its input with ValueError or
+TypeError, or a tuning study whose every trial failed, would fail the same way on every run: it is recorded
+(``final``). Any other error (data that cannot be read, a lost worker) is reported and retried on the next run.
+
+Jobs that share a process run one at a time: torch's global random state is per process, and a worker with
+several threads would otherwise interleave seeded runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import random
+import threading
+import time
+import traceback
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from .. import api
+from ..data import split_forget
+from ..evaluate import evaluate
+from ..experiment import load_data as _load_data
+from ..experiment import make_split
+from ..metrics import predict
+from ..training import DivergenceError
+
+_LOCK = threading.Lock()
+
+
+class FinalError(Exception):
+    """A job outcome that would repeat on every run (recorded as failed, not retried)."""
+
+
+@contextlib.contextmanager
+def refusals_are_final() -> Iterator[None]:
+    """A method, selector or tuner that refuses its input (ValueError, TypeError: e.g. a method that needs
+    convolutional layers, given an MLP) refuses it on every run: record it rather than retry it."""
+    try:
+        yield
+    except (ValueError, TypeError) as e:
+        raise FinalError(f"{type(e).__name__}: {e}") from None
+
+
+def load_data(spec: dict[str, Any], seed: int):
+    """``(train, test)`` for a data spec, cached per process (the same data serves many jobs)."""
+    return _cached_data(json.dumps(spec, sort_keys=True), seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_data(spec_json: str, seed: int):
+    return _load_data(json.loads(spec_json), seed)
+
+
+def run_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run one job of kind ``payload["kind"]``; never raises for a failing job (see the module docstring)."""
+    torch.set_num_threads(1)
+    with _LOCK:
+        seed = int(payload.get("seed", 0))
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        start = time.perf_counter()
+        try:
+            out = RUNNERS[payload["kind"]](payload)
+        except DivergenceError as e:
+            out = {"error": f"diverged: {e}", "final": True}
+        except FinalError as e:
+            out = {"error": str(e), "final": True}
+        except Exception as e:  # noqa: BLE001 - reported to the driver, which decides
+            out = {"error": f"{type(e).__name__}: {e}", "final": False, "traceback": traceback.format_exc()}
+        out["job_seconds"] = time.perf_counter() - start
+    return out
+
+
+def tagged_job(tag: str, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``run_job`` returning its tag with the result (for engines that yield results in completion order)."""
+    return tag, run_job(payload)
+
+
+def _splits(p: dict[str, Any]):
+    train, test = load_data(p["data"], p["data_seed"])
+    forget_spec = p["forget"]
+    if "worst_case" in forget_spec:
+        forget, retain = split_forget(train, indices=np.asarray(p["indices"], dtype=np.int64))
+    else:
+        forget, retain = make_split(train, forget_spec, int(forget_spec.get("seed", p["seed"])))
+    return train, test, forget, retain
+
+
+def _accuracy(model: torch.nn.Module, data) -> float:
+    from ..data.datasets import targets
+
+    y = targets(data)
+    if y.is_floating_point():
+        return float("nan")
+    return float(100.0 * (predict(model, data).argmax(-1) == y).float().mean())
+
+
+def _original(p: dict[str, Any]) -> dict[str, Any]:
+    train, test = load_data(p["data"], p["data_seed"])
+    model = p["model"]
+    template = api.model(model["name"], train, seed=p["seed"], **model.get("args", {}))
+    original = api.train(template, train, seed=p["seed"], **p["recipe"])
+    from ..provenance import provenance
+
+    metrics = {"train_acc": _accuracy(original, train), "test_acc": _accuracy(original, test),
+               "seconds": float(provenance(original).seconds or 0.0)}
+    return {"model": original, "metrics": metrics}
+
+
+def _select(p: dict[str, Any]) -> dict[str, Any]:
+    from ..worst_case import select_worst_case
+
+    train, _ = load_data(p["data"], p["data_seed"])
+    opts = {k: p[k] for k in ("fraction", "size", "select_epochs", "unlearn_steps", "lr_w", "gamma") if k in p}
+    with refusals_are_final():
+        idx = select_worst_case(p["original"], train, method=p["method"], method_args=p.get("args") or None,
+                                seed=p["seed"], **opts)
+    idx = np.asarray(idx, dtype=np.int64)
+    return {"result": {"indices": idx.tolist()}, "metrics": {"size": float(len(idx))}}
+
+
+def _oracle(p: dict[str, Any]) -> dict[str, Any]:
+    _, test, forget, retain = _splits(p)
+    seed = p["seed"]
+    oracle = api.unlearn(p["original"], forget=forget, retain=retain, method="retrain", seed=seed)
+    scores = evaluate(oracle, forget=forget, retain=retain, test=test, seed=seed)
+    original = evaluate(p["original"], forget=forget, retain=retain, test=test, reference=oracle, seed=seed)
+    original.pop("rte", None)   # the original's training time is not an unlearning cost
+    metrics = {**scores, **{f"original_{k}": v for k, v in original.items()},
+               "forget_size": float(len(forget)), "retain_size": float(len(retain))}
+    return {"model": oracle, "metrics": metrics}
+
+
+def _tune(p: dict[str, Any]) -> dict[str, Any]:
+    from ..tuning import TuningError, tune
+
+    _, test, forget, retain = _splits(p)
+    try:
+        with refusals_are_final():
+            res = tune(p["method"], p["original"], forget=forget, retain=retain, test=test, oracle=p["oracle"],
+                       trials=p["trials"], seed=p["seed"], space=p.get("space"), fixed=p.get("fixed") or None,
+                       objective=p.get("objective", "avg_gap"))
+    except TuningError as e:   # every trial failed: deterministic under the seed
+        raise FinalError(f"tuning failed: {e}") from None
+    trials = [_plain(t) for t in getattr(res, "trials", [])]
+    result = {"best_args": _plain(dict(res.best_args)), "best_value": float(res.best_value), "trials": trials}
+    return {"result": result, "metrics": {"best_value": float(res.best_value), "trials": float(len(trials))}}
+
+
+def _unlearn(p: dict[str, Any]) -> dict[str, Any]:
+    _, test, forget, retain = _splits(p)
+    seed, args = p["seed"], dict(p["args"])
+    with refusals_are_final():
+        model = api.unlearn(p["original"], forget=forget, retain=retain, method=p["method"], seed=seed, **args)
+    scores = evaluate(model, forget=forget, retain=retain, test=test, reference=p["oracle"], seed=seed)
+    return {"metrics": scores, "result": {"args": _plain(args)}}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able copy (numpy scalars to Python numbers, tuples to lists)."""
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+RUNNERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "original": _original, "select": _select, "oracle": _oracle, "tune": _tune, "unlearn": _unlearn}

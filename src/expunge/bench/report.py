@@ -1,0 +1,213 @@
+"""Bench reports: mean ± std over seeds per method and scenario, as Markdown, self-contained HTML and JSON.
+
+``write_bench_report(out)`` reads a bench directory (``grid.json`` + the job store) and writes ``report.md``
+(plots linked from ``plots/``), ``report.html`` (plots inline as base64, nothing fetched) and ``results.json``:
+``wall_seconds``, ``compute_seconds``, job counts, and one row per setup × scenario × method (the original and
+the oracle included) with ``mean`` and ``std`` over seeds of every metric, the arguments used and, when tuned,
+the chosen hyperparameters.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..evaluate import TIER0_CAVEAT
+from ..modelio import atomic_write
+from ..report import STYLE, definitions, markdown_table, summarise, table_rows
+from ..store import RunRecord, RunStore
+from .grid import Grid
+from .plots import ORACLE, metric_bars, pareto_plot
+from .runner import STORE_NAME, load_grid
+
+Rows = dict[str, list[dict[str, float]]]
+
+
+@dataclass
+class Section:
+    """One setup × scenario: per-seed scores of the original, the oracle and each method."""
+
+    setup: str
+    scenario: str
+    rows: Rows = field(default_factory=dict)
+    args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)   # method -> best_args, best_value
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{self.setup}: {self.scenario}"
+
+
+@dataclass
+class BenchResults:
+    grid: Grid
+    records: dict[str, RunRecord]
+    sections: list[Section]
+    invocations: list[RunRecord]
+
+    @property
+    def wall_seconds(self) -> float:
+        return float(sum(r.seconds or 0.0 for r in self.invocations))
+
+    @property
+    def compute_seconds(self) -> float:
+        return float(sum(float(r.tags.get("job_seconds", 0.0)) for r in self.records.values()))
+
+
+def collect(out: str | Path) -> BenchResults:
+    """Everything recorded for the bench in ``out``, grouped into report sections."""
+    grid = load_grid(out)
+    db_path = Path(out) / STORE_NAME
+    if not db_path.is_file():
+        raise ValueError(f"{out} has no job store ({STORE_NAME}); the bench has not run there yet")
+    with RunStore(db_path) as store:
+        records = {k: r for k, r in store.tagged("job_key").items() if k in grid.jobs}
+        invocations = [r for r in store.runs(limit=10_000, kind="bench") if r.end_time is not None]
+    sections: dict[tuple[str, str], Section] = {}
+    for cell in grid.cells:
+        sec = sections.setdefault((cell.setup, cell.scenario), Section(cell.setup, cell.scenario))
+        oracle = records.get(cell.oracle)
+        if oracle is not None and oracle.status == "FINISHED":
+            m = oracle.metrics
+            sec.rows.setdefault("original", []).append(
+                {k[len("original_"):]: v for k, v in m.items() if k.startswith("original_")})
+            sec.rows.setdefault(ORACLE, []).append(
+                {k: v for k, v in m.items() if not k.startswith("original_") and not k.endswith("_size")})
+        for method, key in cell.unlearn.items():
+            sec.args.setdefault(method, grid.args.get(method, {}))
+            rec = records.get(key)
+            if rec is None:
+                sec.rows.setdefault(method, [])
+                continue
+            failed = {} if (rec.error or "").startswith("diverged") else {"failed": 1.0}
+            sec.rows.setdefault(method, []).append(failed if rec.status != "FINISHED" else dict(rec.metrics))
+            if rec.error:
+                sec.notes.append(f"{method}, seed {cell.seed}: {rec.error}")
+            used = json.loads(rec.tags.get("result") or "{}").get("args")
+            if used is not None:
+                sec.args[method] = used
+        for method, key in cell.tune.items():
+            rec = records.get(key)
+            if rec is not None and rec.status == "FINISHED":
+                res = json.loads(rec.tags.get("result") or "{}")
+                sec.tuned[method] = {"best_args": res.get("best_args", {}), "best_value": res.get("best_value")}
+    for sec in sections.values():
+        missing = [m for m, runs in sec.rows.items() if m not in ("original", ORACLE)
+                   and len(runs) < sum(1 for c in grid.cells if (c.setup, c.scenario) == (sec.setup, sec.scenario))]
+        if missing:
+            sec.notes.append(f"not (yet) recorded for every seed: {', '.join(missing)}")
+    return BenchResults(grid, records, list(sections.values()), invocations)
+
+
+def summary_rows(results: BenchResults) -> list[dict[str, Any]]:
+    """One row per setup × scenario × method (original and oracle included): mean and std over seeds."""
+    out = []
+    for sec in results.sections:
+        for name, runs in sec.rows.items():
+            keys = sorted({k for s in runs for k in s})
+            stats = {k: summarise(runs, k) for k in keys}
+            out.append({"setup": sec.setup, "scenario": sec.scenario,
+                        "method": "oracle" if name == ORACLE else name, "seeds": len(runs),
+                        "finished": sum(1 for s in runs if s), "args": sec.args.get(name),
+                        "tuned": sec.tuned.get(name), "mean": {k: _num(v[0]) for k, v in stats.items()},
+                        "std": {k: _num(v[1]) for k, v in stats.items()}})
+    return out
+
+
+def _num(v: float) -> float | None:
+    """NaN (no finished seed) as null, so results.json stays strict JSON."""
+    return None if v != v else v
+
+
+def write_bench_report(out: str | Path, *, dest: str | Path | None = None,
+                       summary: str | Path | None = None) -> dict[str, Path]:
+    """Write report.md, report.html, results.json and plots/ for the bench in ``out`` (into ``dest``, default
+    ``out``); also copy results.json to ``summary`` when given. Returns the paths written."""
+    results = collect(out)
+    dest = Path(dest or out)
+    plots: list[tuple[Section, str, Path, bytes]] = []
+    for i, sec in enumerate(results.sections):
+        slug = f"{i:02d}-" + re.sub(r"[^a-z0-9]+", "-", sec.title.lower()).strip("-")
+        for kind, png in (("pareto", pareto_plot(sec.rows, sec.title)), ("metrics", metric_bars(sec.rows, sec.title))):
+            if png:
+                plots.append((sec, kind, dest / "plots" / f"{slug}-{kind}.png", png))
+    for _, _, path, png in plots:
+        atomic_write(path, png)
+    meta = _meta(results)
+    paths = {"md": dest / "report.md", "html": dest / "report.html", "json": dest / "results.json"}
+    atomic_write(paths["md"], _markdown(results, meta, plots, dest).encode())
+    atomic_write(paths["html"], _html(results, meta, plots).encode())
+    data = json.dumps({**meta, "evidence_tier": 0, "caveat": TIER0_CAVEAT, "rows": summary_rows(results)},
+                      indent=2, default=_json_default).encode()
+    atomic_write(paths["json"], data)
+    if summary:
+        paths["summary"] = Path(summary)
+        atomic_write(paths["summary"], data)
+    return paths
+
+
+def _json_default(o: Any) -> Any:
+    return o.item() if hasattr(o, "item") else str(o)
+
+
+def _meta(results: BenchResults) -> dict[str, Any]:
+    g = results.grid
+    counts = {stage: sum(1 for j in g.jobs.values() if j.kind == stage) for stage in
+              dict.fromkeys(j.kind for j in g.jobs.values())}
+    finished = sum(1 for r in results.records.values() if r.status == "FINISHED")
+    return {"name": g.name, "version": g.version, "wall_seconds": round(results.wall_seconds, 2),
+            "compute_seconds": round(results.compute_seconds, 2), "invocations": len(results.invocations),
+            "seeds": sorted({c.seed for c in g.cells}), "jobs": {"total": len(g.jobs), "finished": finished,
+                                                                  "failed": len(results.records) - finished,
+                                                                  **counts}}
+
+
+def _args_lines(sec: Section) -> list[str]:
+    lines = []
+    for m, args in sec.args.items():
+        tuned = sec.tuned.get(m)
+        extra = (f"; tuned: {json.dumps(tuned['best_args'], sort_keys=True)} (tuning objective "
+                 f"{tuned['best_value']:.2f})") if tuned and tuned.get("best_value") is not None else ""
+        lines.append(f"{m}: {json.dumps(args, sort_keys=True) if args else 'defaults'}{extra}")
+    return lines
+
+
+def _markdown(results: BenchResults, meta: dict[str, Any], plots: list, dest: Path) -> str:
+    md = [f"# expunge bench: {meta['name']}", "", f"> {TIER0_CAVEAT}", "", definitions(), ""]
+    md += [f"- {k}: {v}" for k, v in meta.items() if k != "name"] + [""]
+    for sec in results.sections:
+        md += [f"## {sec.title}", "", markdown_table(sec.rows, tier=True), ""]
+        md += ["Arguments:", ""] + [f"- {line}" for line in _args_lines(sec)] + [""]
+        md += [f"- {n}" for n in sec.notes] + ([""] if sec.notes else [])
+        md += [f"![{kind}: {sec.title}]({path.relative_to(dest).as_posix()})" for s, kind, path, _ in plots
+               if s is sec] + [""]
+    return "\n".join(md)
+
+
+def _html(results: BenchResults, meta: dict[str, Any], plots: list) -> str:
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(meta['name'])}</title>"
+             f"<style>{STYLE}</style></head><body>", f"<h1>expunge bench: {esc(meta['name'])}</h1>",
+             f"<p class='caveat'>{esc(TIER0_CAVEAT)}</p>", f"<p>{esc(definitions())}</p>", "<ul>"]
+    parts += [f"<li>{esc(k)}: {esc(str(v))}</li>" for k, v in meta.items() if k != "name"] + ["</ul>"]
+    for sec in results.sections:
+        header, body = table_rows(sec.rows, tier=True)
+        parts.append(f"<h2>{esc(sec.title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)
+                     + "</tr>")
+        for r in body:
+            cls = " class='oracle'" if r[0] == ORACLE else ""
+            parts.append(f"<tr{cls}>" + "".join(f"<td>{esc(v)}</td>" for v in r) + "</tr>")
+        parts.append("</table><p>Arguments:</p><ul>" + "".join(f"<li>{esc(x)}</li>" for x in _args_lines(sec))
+                     + "</ul>")
+        parts += [f"<p>{esc(n)}</p>" for n in sec.notes]
+        for s, kind, _, png in plots:
+            if s is sec:
+                uri = "data:image/png;base64," + base64.b64encode(png).decode()
+                parts.append(f"<img alt='{esc(kind)}: {esc(sec.title)}' src='{uri}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,242 @@
+"""The driver: expand the grid, skip every job the job store already holds, run the rest stage by stage, record.
+
+The bench's output directory holds
+
+- ``runs.db``: the job store, a :class:`expunge.store.RunStore` (SQLite, WAL). Each finished job is one run
+  tagged with its ``job_key``, written with its metrics and output in one transaction; a unique index forbids a
+  second record of the same key. Each invocation of the bench is a run of kind ``bench``, parent of the jobs it ran.
+- ``cache/<stage>/<key>.safetensors`` (+ ``.json``): originals and oracles, saved atomically with
+  :func:`expunge.save_model` before their job is recorded;
+- ``grid.json``: the expanded job graph, which reports read;
+- ``report.md``, ``report.html``, ``results.json``, ``plots/``: written at the end (see :mod:`.report`).
+
+Only this process writes the store and the cache; workers return results. Killed at any moment (even by
+SIGKILL), a bench loses at most the jobs in flight: on the next run every recorded job is reused, never rerun,
+and a recorded model whose file has gone is retrained (bitwise identical: every job is seeded) before it is
+needed.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from torch import nn
+
+from ..modelio import atomic_write, load_model, save_model, sidecar_path
+from ..store import DuplicateRunError, RunRecord, RunStore
+from .engines import LocalEngine
+from .grid import MODEL_STAGES, STAGES, Grid, Job, expand
+from .spec import BenchSpec
+
+log = logging.getLogger(__name__)
+STORE_NAME = "runs.db"
+
+
+@dataclass
+class BenchOutcome:
+    out: Path
+    grid: Grid
+    ran: int = 0
+    reused: int = 0
+    blocked: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)   # (job, error) of jobs to retry
+    wall_seconds: float = 0.0
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+class ModelCache:
+    """Originals and oracles as safetensors + JSON under ``root/<stage>/<key>``; the last few loaded stay in memory."""
+
+    def __init__(self, root: Path, keep: int = 8):
+        self.root, self.keep = Path(root), keep
+        self._loaded: OrderedDict[str, nn.Module] = OrderedDict()
+
+    def path(self, job: Job) -> Path:
+        return self.root / job.kind / f"{job.key}.safetensors"
+
+    def has(self, job: Job) -> bool:
+        p = self.path(job)
+        return p.is_file() and sidecar_path(p).is_file()
+
+    def save(self, job: Job, model: nn.Module) -> Path:
+        return save_model(model, self.path(job), extra={"job_key": job.key, "labels": job.labels})
+
+    def load(self, job: Job) -> nn.Module:
+        if job.key not in self._loaded:
+            self._loaded[job.key] = load_model(self.path(job))
+            while len(self._loaded) > self.keep:
+                self._loaded.popitem(last=False)
+        self._loaded.move_to_end(job.key)
+        return self._loaded[job.key]
+
+
+def run_bench(bench: BenchSpec, *, out: str | Path | None = None, engine: Any = None, progress: bool = False,
+              report: bool = True) -> BenchOutcome:
+    """Run every job of ``bench`` not yet recorded under ``out`` (default: the config's ``out``)."""
+    out = Path(out or bench.out)
+    grid = expand(bench)
+    engine = engine or LocalEngine()
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out), RunStore(out / STORE_NAME) as store:
+        atomic_write(out / "grid.json", json.dumps(grid.to_dict(), indent=1, default=str).encode())
+        bench_id = store.start_run(bench.name, "bench", params={"out": str(out), "engine": engine.describe(),
+                                                                "seeds": bench.seeds, "jobs": len(grid.jobs)})
+        driver = _Driver(grid, store, ModelCache(out / "cache"), bench_id)
+        try:
+            outcome = driver.run(engine, out, progress)
+        except KeyboardInterrupt:
+            store.end_run(bench_id, "KILLED", "interrupted")
+            raise
+        except BaseException as e:
+            store.end_run(bench_id, "FAILED", f"{type(e).__name__}: {e}")
+            raise
+        outcome.wall_seconds = time.perf_counter() - start
+        store.log_metrics(bench_id, {"wall_seconds": outcome.wall_seconds, "jobs_run": outcome.ran,
+                                     "jobs_reused": outcome.reused, "jobs_failed": len(outcome.failures)})
+        failed = f"{len(outcome.failures)} job(s) failed" if outcome.failures else None
+        store.end_run(bench_id, "FAILED" if failed else "FINISHED", failed)
+    if report:
+        from .report import write_bench_report
+
+        outcome.paths = write_bench_report(out, summary=bench.summary)
+    return outcome
+
+
+class _Driver:
+    def __init__(self, grid: Grid, store: RunStore, cache: ModelCache, parent: str):
+        self.grid, self.store, self.cache, self.parent = grid, store, cache, parent
+        self.done: dict[str, RunRecord] = {k: r for k, r in store.tagged("job_key").items() if k in grid.jobs}
+
+    def ok(self, key: str) -> bool:
+        rec = self.done.get(key)
+        return rec is not None and rec.status == "FINISHED"
+
+    def result_of(self, key: str) -> dict[str, Any]:
+        return json.loads(self.done[key].tags.get("result") or "{}")
+
+    def plan(self) -> tuple[set[str], set[str]]:
+        """Jobs to run, and recorded model jobs to retrain because a job to run needs their missing file."""
+        pending = {k for k in self.grid.jobs if k not in self.done}
+        regen: set[str] = set()
+        frontier = set(pending)
+        while frontier:
+            nxt = set()
+            for k in frontier:
+                for d in self.grid.jobs[k].deps.values():
+                    dep = self.grid.jobs[d]
+                    if dep.kind in MODEL_STAGES and self.ok(d) and d not in regen and not self.cache.has(dep):
+                        regen.add(d)
+                        nxt.add(d)
+            frontier = nxt
+        return pending, regen
+
+    def ready(self, job: Job) -> bool:
+        return all(self.ok(d) and (self.grid.jobs[d].kind not in MODEL_STAGES or self.cache.has(self.grid.jobs[d]))
+                   for d in job.deps.values())
+
+    def run(self, engine: Any, out: Path, progress: bool) -> BenchOutcome:
+        from tqdm.auto import tqdm
+
+        pending, regen = self.plan()
+        outcome = BenchOutcome(out, self.grid, reused=len(self.grid.jobs) - len(pending))
+        log.info("bench %s: %d jobs, %d recorded, %d to run on %s", self.grid.name, len(self.grid.jobs),
+                 outcome.reused, len(pending), engine.describe())
+        bar = tqdm(total=len(pending) + len(regen), unit="job", desc=self.grid.name, file=sys.stderr,
+                   disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
+        with bar:
+            for stage in STAGES:
+                todo = [j for j in self.grid.by_stage(stage) if j.key in pending or j.key in regen]
+                runnable = [j for j in todo if self.ready(j)]
+                outcome.blocked += len(todo) - len(runnable)
+                bar.update(len(todo) - len(runnable))
+                if not runnable:
+                    continue
+                items = ((j.key, self.payload(j)) for j in runnable)
+                for key, result in engine.run(items):
+                    self.receive(self.grid.jobs[key], result, outcome, regen=key in regen)
+                    bar.update()
+        return outcome
+
+    def payload(self, job: Job) -> dict[str, Any]:
+        jobs = self.grid.jobs
+        original = job if job.kind == "original" else jobs[job.deps["original"]]
+        p = {**job.spec, "kind": job.kind, "data": original.spec["data"], "data_seed": original.spec["seed"]}
+        if job.kind != "original":
+            p["original"] = self.cache.load(original)
+        if "oracle" in job.deps:
+            p["oracle"] = self.cache.load(jobs[job.deps["oracle"]])
+        if "select" in job.deps:
+            p["indices"] = self.result_of(job.deps["select"])["indices"]
+        if "tune" in job.deps:
+            p["args"] = {**job.spec["args"], **self.result_of(job.deps["tune"])["best_args"]}
+        return p
+
+    def receive(self, job: Job, result: dict[str, Any], outcome: BenchOutcome, *, regen: bool) -> None:
+        label = describe(job)
+        error = result.get("error")
+        if error and not result.get("final"):
+            log.warning("job %s failed: %s\n%s", label, error, result.get("traceback", ""))
+            outcome.failures.append((label, error))
+            return
+        artifacts = {}
+        if result.get("model") is not None:
+            artifacts[str(self.cache.save(job, result["model"]).resolve())] = "model"
+        if regen:
+            return
+        end = time.time()
+        tags = {"job_key": job.key, "result": json.dumps(result.get("result", {}), default=str),
+                "job_seconds": f"{result.get('job_seconds', 0.0):.6f}"}
+        try:
+            run_id = self.store.record(label, job.kind, params={"spec": job.spec, "deps": job.deps,
+                                                                "labels": job.labels},
+                                       metrics=result.get("metrics", {}), tags=tags, artifacts=artifacts,
+                                       status="FAILED" if error else "FINISHED", error=error,
+                                       start_time=end - float(result.get("job_seconds", 0.0)), end_time=end,
+                                       parent_id=self.parent)
+        except DuplicateRunError:
+            log.warning("job %s was recorded meanwhile by another process; keeping that record", label)
+            return
+        self.done[job.key] = RunRecord(run_id, label, job.kind, "FAILED" if error else "FINISHED", end, end, error,
+                                       self.parent, metrics=dict(result.get("metrics", {})), tags=tags)
+        outcome.ran += 1
+        log.info("%s %s", label, error or "done")
+
+
+def describe(job: Job) -> str:
+    """A short human name: stage, setup, scenario, method, seed."""
+    lab = job.labels
+    parts = [job.kind, lab.get("setup"), lab.get("scenario"), lab.get("method"),
+             f"seed {lab['seed']}" if "seed" in lab else None]
+    return " | ".join(str(p) for p in parts if p)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold a lock on the output directory so two drivers never share it (released by the OS on any exit)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(out / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(f"another expunge bench is running in {out}; wait for it or use another --out") from None
+        yield
+
+
+def load_grid(out: str | Path) -> Grid:
+    """The job graph of the bench in ``out``."""
+    p = Path(out) / "grid.json"
+    if not p.is_file():
+        raise ValueError(f"{out} is not a bench directory (no grid.json); run `expunge bench CONFIG --out {out}`")
+    return Grid.from_dict(json.loads(p.read_text()))

@@ -1,0 +1,169 @@
+"""Benchmark configs: datasets/models × forget scenarios × methods × seeds, validated with key-path errors.
+
+```yaml
+name: digits
+seeds: 3                                        # seeds 0, 1, 2; or a list such as [0, 5, 9]
+data: {name: digits, test_fraction: 0.2}        # as in `expunge run`; or a list of such, each with a `label`
+model: {name: mlp, args: {hidden: [128, 64]}}   # or a list; an entry may carry its own `train` and `label`
+train: {epochs: 30, lr: 0.05, schedule: cosine} # the original's recipe (fields of expunge.Recipe)
+scenarios:
+  - {name: random 10%, fraction: 0.1}           # a random fraction, drawn with the job's seed unless `seed` is set
+  - {name: class 3, classes: [3]}               # class-wise
+  - {name: worst-case 10%, worst_case: 0.1}     # or {fraction|size, method, args, select_epochs, ...}
+  - {name: user 17, groups: [17]}               # identity predicate over the data's per-row groups
+methods: all          # every method for the data's task (not retrain, not special originals); or [a, b]; or {a: {..}}
+exclude: [ssd]        # with `all`
+args: {finetune: {epochs: 5, lr: 0.02}}         # per-method argument overrides (ignored for methods not run)
+tuning:               # optional: Optuna per method and tuning forget set (see expunge.tuning)
+  trials: 20
+  methods: all        # or a list
+  seed: 0             # the seed of the original (and oracle) that tuning runs on
+  forget_seed: 1000   # the seed of the random tuning forget sets
+  space: {finetune: {lr: [0.01, 0.05]}}         # per-method search spaces (default: the method's grid)
+out: bench-digits     # output directory: job store, model cache, reports (relative to the current directory)
+summary: benchmarks/results/digits.json         # optional extra copy of results.json
+```
+
+Tuning forget sets (``tune_on`` per scenario, overridable): a random fraction ``f`` for ``fraction: f`` and for
+``worst_case: f`` (tune on a random set, reuse on the worst-case set: Fan et al., "Challenging Forgets", ECCV 2024),
+drawn with ``tuning.forget_seed``; the scenario's own forget request otherwise (class-wise, groups, indices).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, _parse_data, _parse_model, _parse_train, apply_overrides, read_yaml
+from ..methods.base import registered
+from ._checks import at, check_int, check_mapping
+from .choices import Tuning, parse_methods, parse_tuning
+from .scenarios import Scenario, parse_scenarios
+
+TOP_KEYS = ("name", "seeds", "data", "model", "train", "scenarios", "methods", "exclude", "args", "tuning", "out",
+            "summary")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One dataset with one model and its training recipe."""
+
+    label: str
+    data: dict[str, Any]
+    model: dict[str, Any]
+    recipe: dict[str, Any]
+    task: str
+
+
+@dataclass
+class BenchSpec:
+    name: str
+    seeds: list[int]
+    setups: list[Setup]
+    scenarios: list[Scenario]
+    methods: dict[str, dict[str, Any]]
+    tuning: Tuning | None = None
+    out: str = ""
+    summary: str | None = None
+
+    def methods_for(self, setup: Setup) -> dict[str, dict[str, Any]]:
+        """The methods that apply to ``setup``'s task (``methods: all`` may list methods of other tasks)."""
+        known = registered()
+        return {m: a for m, a in self.methods.items() if setup.task in known[m].tasks}
+
+
+def load_bench(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> BenchSpec:
+    """Read, override and validate a benchmark config file."""
+    raw = read_yaml(path)
+    return parse_bench(apply_overrides(raw, overrides), base_dir=Path(path).parent)
+
+
+def parse_bench(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> BenchSpec:
+    unknown = sorted(set(raw) - set(TOP_KEYS))
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown key; allowed: {', '.join(TOP_KEYS)}")
+    name = str(raw.get("name") or "bench")
+    seeds = _seeds(raw.get("seeds", 1))
+    setups = _setups(raw, base_dir, seeds[0])
+    scenarios = parse_scenarios(raw.get("scenarios"), {s.task for s in setups})
+    methods = parse_methods(raw, {s.task for s in setups})
+    tuning = parse_tuning(raw.get("tuning"), methods, scenarios)
+    out = raw.get("out") or f"bench-{name}"
+    summary = raw.get("summary")
+    for key, value in (("out", out), ("summary", summary)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(key, f"expected a path; got {value!r}")
+    return BenchSpec(name, seeds, setups, scenarios, methods, tuning, out, summary)
+
+
+def _seeds(value: Any) -> list[int]:
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError("seeds", "expected a non-empty list of integers >= 0")
+        seeds = [check_int(v, f"seeds[{i}]") for i, v in enumerate(value)]
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError("seeds", f"seeds repeat: {seeds}")
+        return seeds
+    return list(range(check_int(value, "seeds", 1)))
+
+
+def _entries(raw: dict[str, Any], key: str, default: Any) -> list[tuple[str, dict[str, Any]]]:
+    value = raw.get(key, default)
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(key, "expected a mapping or a non-empty list of mappings")
+        return [(f"{key}[{i}]", dict(check_mapping(v, f"{key}[{i}]"))) for i, v in enumerate(value)]
+    return [(key, dict(check_mapping(value, key)))]
+
+
+def _setups(raw: dict[str, Any], base_dir: Path, seed: int) -> list[Setup]:
+    if raw.get("data") is None:
+        raise ConfigError("data", "is required")
+    with at("train"):
+        recipe = _parse_train(dict(check_mapping(raw.get("train") or {}, "train"))).to_dict()
+    datas = []
+    for path, data in _entries(raw, "data", None):
+        label = str(data.pop("label", "") or data.get("name") or Path(str(next(
+            (data[k] for k in ("npz", "csv", "images") if k in data), "data"))).stem)
+        with at(path):
+            _parse_data(data, base_dir)
+        datas.append((label, _with_content_hash(data), _task(data, seed, path)))
+    models = []
+    for path, model in _entries(raw, "model", {"name": "mlp"}):
+        label = str(model.pop("label", "") or model.get("name"))
+        train = model.pop("train", None)
+        with at(path):
+            _parse_model(model)
+        with at(f"{path}.train"):
+            own = _parse_train({**recipe, **check_mapping(train or {}, f"{path}.train")}).to_dict()
+        models.append((label, model, own))
+    setups = [Setup(f"{dl}/{ml}" if len(datas) * len(models) > 1 else dl, d, m, r, task)
+              for dl, d, task in datas for ml, m, r in models]
+    labels = [s.label for s in setups]
+    if len(set(labels)) != len(labels):
+        raise ConfigError("data", f"setups need distinct labels (give each data/model entry a label); got {labels}")
+    return setups
+
+
+def _with_content_hash(data: dict[str, Any]) -> dict[str, Any]:
+    """File sources carry a hash of their contents, so an edited file gives new job keys."""
+    for kind in ("npz", "csv", "images"):
+        if kind in data:
+            p, h = Path(data[kind]), hashlib.sha256()
+            files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+            for q in files:
+                h.update(str(q.relative_to(p) if p.is_dir() else q.name).encode())
+                h.update(q.read_bytes())
+            return {**data, "sha256": h.hexdigest()[:16]}
+    return data
+
+
+def _task(data: dict[str, Any], seed: int, path: str) -> str:
+    from .jobs import load_data
+
+    try:
+        train, _ = load_data(data, seed)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(path, f"cannot be loaded: {e}") from None
+    return train.task
