@@ -1,0 +1,97 @@
+"""Running an unlearning method K times (K seeds, from one original or K originals) as one ensemble.
+
+Vectorised (all members trained together by :func:`~expunge.ensemble.fitting.fit_members`) for the methods that
+are plain supervised training on the retain set:
+
+- ``retrain`` (the oracle): member k is the original re-initialised under ``seeds[k]`` and trained on its retain
+  set with the original's recipe; with one original and K seeds these are K oracles;
+- ``finetune``: member k continues training its original on its retain set with the method's recipe.
+
+Both need retain sets of equal size over one base dataset, and no ``prune`` (pruning masks differ per member).
+Every other method (and these two otherwise, or retrain when the originals' recipes differ) runs member by member
+through ``Method.unlearn``, exactly as ``expunge.unlearn`` does, and the results are stacked. Either way member k
+matches ``expunge.unlearn(originals[k], forget=forget[k], retain=retain[k], method=method, seed=seeds[k],
+**args)`` (vectorised: up to floating-point rounding) and carries the same provenance record, except that
+``seconds`` is the ensemble's wall time divided by K.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data.datasets import resolve
+from ..methods import base as registry
+from ..methods._common import fresh_initialisation
+from ..methods.base import Method, check_request, clone, public_args
+from ..provenance import provenance, stamp
+from .fitting import _fit_rows, check_seeds, member_rows
+from .stacked import Ensemble
+
+log = logging.getLogger(__name__)
+
+VECTORISED = ("retrain", "finetune")
+
+
+def unlearn(originals: nn.Module | Sequence[nn.Module], *, forget: Dataset | Sequence[Dataset],
+            retain: Dataset | Sequence[Dataset] | None = None, method: str = "finetune", seeds: Sequence[int],
+            hold_memory: bool = True, **args: Any) -> Ensemble:
+    """Unlearn with ``method`` once per seed and return the K results as an :class:`Ensemble`.
+
+    ``originals``: one model (used for every member) or one per seed; ``forget`` and ``retain``: one dataset for
+    all members or one per member (over one base dataset). The originals are left untouched. ``args`` are the
+    method's arguments; ``hold_memory``: see :func:`~expunge.ensemble.fitting.fit_members`.
+    """
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a method name; got {type(method).__name__}")
+    seeds = check_seeds(seeds)
+    k = len(seeds)
+    models = _per_member(originals, k, "originals")
+    forgets = _per_member(forget, k, "forget")
+    retains = _per_member(retain, k, "retain")
+    m = registry.get(method)(**args)
+    checked: set[tuple[int, int, int]] = set()
+    for o, f, r in zip(models, forgets, retains):
+        if not isinstance(o, nn.Module):
+            raise TypeError(f"originals must be torch nn.Modules; got {type(o).__name__}")
+        if (id(o), id(f), id(r)) not in checked:
+            check_request(o, f, r, m)
+            checked.add((id(o), id(f), id(r)))
+    start = time.perf_counter()
+    starts, recipe = _vectorised_starts(m, models, seeds, retains)
+    if starts is None:
+        log.info("ensemble unlearn: %s runs member by member", m.name)
+        outs = [m.unlearn(o, forget=f, retain=r, seed=s) for o, f, r, s in zip(models, forgets, retains, seeds)]
+        return Ensemble(outs, seeds=seeds)
+    base, rows = member_rows(retains, k)
+    ens = _fit_rows(starts, base, rows, seeds, recipe, f"ensemble {m.name}", hold_memory)
+    seconds = (time.perf_counter() - start) / k
+    ens.records = [stamp(w, o, method=m.name, method_args=public_args(m.args), seed=s, seconds=seconds,
+                         history=provenance(o).history + [f"unlearn:{m.name}"])
+                   for w, o, s in zip(starts, models, seeds)]
+    return ens
+
+
+def _vectorised_starts(m: Method, models: list[nn.Module], seeds: list[int], retains: list) -> tuple:
+    """The members' starting models and the shared recipe when ``m`` can run vectorised, else ``(None, None)``."""
+    if m.name not in VECTORISED or getattr(m.args, "prune", None) or any(r is None for r in retains):
+        return None, None
+    if len({id(resolve(r)[0]) for r in retains}) > 1 or len({len(r) for r in retains}) > 1:
+        return None, None       # retain sets over different data, or of different sizes: not in lock-step
+    if m.name == "finetune":
+        return [clone(o) for o in models], m.args.recipe()
+    recipes = [m.recipe_for(o) for o in models]
+    if any(r != recipes[0] for r in recipes[1:]):
+        return None, None
+    return [fresh_initialisation(o, s, m.args.init) for o, s in zip(models, seeds)], recipes[0]
+
+
+def _per_member(value: Any, k: int, what: str) -> list:
+    if isinstance(value, (list, tuple)):
+        if len(value) != k:
+            raise ValueError(f"got {len(value)} {what} for {k} seed(s); give one per seed or one for all")
+        return list(value)
+    return [value] * k
