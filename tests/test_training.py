@@ -141,3 +141,22 @@ def test_clipping_bounds_the_step():
                                                 clip_grad_norm=1e-3))
     step = math.sqrt(sum(float(((p.detach() - b) ** 2).sum()) for p, b in zip(m.parameters(), before)))
     assert step <= 1e-3 + 1e-6
+
+
+def test_tagged_batches_get_their_own_optimiser():
+    """With ``tag_lr`` each tag has its own optimiser state: steps tagged "a" at factor 0 move nothing, and the
+    momentum of the "b" steps is exactly that of training on the "b" batches alone."""
+    from expunge.training import Batch
+
+    d = data()
+    base = batches(d, 16, tag="b")
+
+    def alternating(epoch, g):
+        return [Batch(b.parts, tag) for b in base(epoch, g) for tag in ("a", "b")]
+
+    recipe = Recipe(epochs=3, lr=0.1, momentum=0.9, weight_decay=0.0, schedule="constant")
+    both = fit(net(), alternating, recipe=recipe, seed=0, tag_lr={"a": 0.0})
+    alone = fit(net(), base, recipe=recipe, seed=0)
+    assert state_equal(both, alone)
+    shared = fit(net(), alternating, recipe=recipe, seed=0)
+    assert not state_equal(shared, alone)

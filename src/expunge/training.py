@@ -260,12 +260,15 @@ def fit(model: nn.Module, plan: Plan, *, recipe: Recipe, loss_fn=None, task: str
         seed: int = 0, name: str = "train", params: Iterable[nn.Parameter] | None = None,
         grad_hooks: Sequence[Callable[[nn.Module], None]] = (),
         step_hooks: Sequence[Callable[[nn.Module], None]] = (),
-        epoch_hooks: Sequence[Callable[[nn.Module, int], None]] = (), fused: bool = False) -> nn.Module:
+        epoch_hooks: Sequence[Callable[[nn.Module, int], None]] = (), fused: bool = False,
+        tag_lr: dict[str, float] | None = None) -> nn.Module:
     """Train ``model`` in place following ``plan`` and ``recipe``; return it in eval mode.
 
     ``params`` restricts the optimiser to some parameters (default: all with ``requires_grad``). Batch order and
     any randomness inside the loss come from ``seed``; the global RNG is left as it was. ``fused``: see
-    :func:`make_optimizer`.
+    :func:`make_optimizer`. ``tag_lr`` gives batches with these tags an optimiser of their own (its own momentum
+    or Adam state) at ``recipe.lr`` times the given factor, for methods that alternate two kinds of steps with two
+    optimisers; batches with other tags share the default one.
     """
     from tqdm.auto import tqdm
 
@@ -273,7 +276,8 @@ def fit(model: nn.Module, plan: Plan, *, recipe: Recipe, loss_fn=None, task: str
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise ValueError(f"{name}: no trainable parameters")
-    opt = make_optimizer(params, recipe, fused=fused)
+    default = make_optimizer(params, recipe, fused=fused)
+    by_tag = {tag: (make_optimizer(params, recipe, fused=fused), factor) for tag, factor in (tag_lr or {}).items()}
     gen = torch.Generator().manual_seed(int(seed))
     step = 0
     with torch.random.fork_rng(devices=[]):
@@ -287,8 +291,9 @@ def fit(model: nn.Module, plan: Plan, *, recipe: Recipe, loss_fn=None, task: str
                 total = 0.0
                 for i, batch in enumerate(epoch_batches):
                     ctx = StepContext(name, epoch, recipe.epochs, step, n, (epoch + i / max(n, 1)) / recipe.epochs)
+                    opt, factor = by_tag.get(batch.tag, (default, 1.0))
                     for group in opt.param_groups:
-                        group["lr"] = recipe.lr * recipe.lr_factor(ctx.progress)
+                        group["lr"] = recipe.lr * factor * recipe.lr_factor(ctx.progress)
                     loss = loss_fn(model, batch, ctx)
                     if not torch.isfinite(loss):
                         raise DivergenceError(f"{name}: loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "

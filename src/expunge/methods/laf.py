@@ -34,13 +34,11 @@ a model without it is refused with a message saying how to name its split.
 Deviations from the reference, each following the paper's description:
 (a) the retain VAE is trained on the retain embeddings (the reference notebook trains it on the whole training
     set, forget set included); (b) the VAE decoder's output is linear, since embeddings are not confined to (0, 1)
-    (the reference ends it with a sigmoid); (c) the reference takes the two steps with two Adam optimisers; here
-    one Adam optimiser takes both (the training loop holds one per run) and each step's gradient is first scaled
-    to a fixed norm, ``extract_weight`` for the extractor-unlearning step and 1 for the alignment step. Without
-    that scaling the extractor-unlearning gradient, some 40 times larger, dominates the shared Adam statistics and
-    the alignment step stops protecting the retain set (digits, both at lr 1e-3: remaining-class test accuracy 42%
-    with one unscaled Adam, 96.0% with two Adams, 95.1% with the scaling); ``extract_weight`` plays the role of
-    lr_ue / lr_ra;
+    (the reference ends it with a sigmoid); (c) as in the reference, each kind of step has its own Adam optimiser
+    (``fit``'s ``tag_lr``): the alignment step at ``lr`` and the extractor-unlearning step at
+    ``extract_weight · lr`` (the reference's lr_ra and lr_ue). Sharing one Adam between the two steps does not
+    work: the extractor-unlearning gradient, some 40 times larger, dominates the shared statistics and the
+    alignment step stops protecting the retain set (digits: remaining-class test accuracy 42% instead of 96%);
     (d) the model runs in inference mode during unlearning (BatchNorm keeps its running statistics, dropout is
     off), as it does in the reference, where VAE training leaves it in eval mode, so the embeddings compared with
     the VAEs and the teacher are those the model produces at test time.
@@ -49,7 +47,6 @@ The semi-supervised LAF+R variant (retraining the head on labelled retain data) 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -120,19 +117,6 @@ def alignment_loss(e_retain: torch.Tensor, t_retain: torch.Tensor, e_forget: tor
     return (d_retain - torch.logsumexp(d_forget / temperature, dim=0)).sum()
 
 
-def balanced_steps(params: list[nn.Parameter], weight_of: Callable[[], float]) -> Callable[[nn.Module], None]:
-    """A grad hook scaling each step's gradient over ``params`` to the norm ``weight_of()`` (0 stays 0)."""
-    def hook(model: nn.Module) -> None:
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
-            return
-        norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
-        scale = weight_of() / norm.clamp_min(1e-12)
-        for g in grads:
-            g.mul_(scale)
-    return hook
-
-
 def each_with_tags(plan: Plan, tags: tuple[str, ...]) -> Plan:
     """Every batch of ``plan`` once per tag, in turn (one step of each kind per batch)."""
     def tagged(epoch: int, g: torch.Generator) -> list[Batch]:
@@ -195,11 +179,8 @@ class LAF(Method):
         retain_vae = self.train_vae(teacher_r, retain, seed, "retain")
         forget_vae = self.train_vae(teacher_f, forget, seed + 1, "forget")
 
-        step = {"tag": ""}
-
         def loss_fn(m: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
             m.eval()
-            step["tag"] = batch.tag
             f, r = batch["forget"], batch["retain"]
             e_f, e_r = embed(m, extractor, f.x), embed(m, extractor, r.x)
             if batch.tag == "extract":
@@ -209,7 +190,6 @@ class LAF(Method):
         plan = each_with_tags(zipped(("forget", forget, a.forget_batch_size), ("retain", retain, a.batch_size)),
                               ("extract", "align"))
         params = [p for p in extractor.parameters() if p.requires_grad]
-        balance = balanced_steps(params, lambda: a.extract_weight if step["tag"] == "extract" else 1.0)
         return fit(model, plan, recipe=a.recipe(), seed=seed + 2, name=self.name, loss_fn=loss_fn, params=params,
-                   grad_hooks=[balance], step_hooks=self.step_hooks())
+                   tag_lr={"extract": a.extract_weight, "align": 1.0}, step_hooks=self.step_hooks())
 
