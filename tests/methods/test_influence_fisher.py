@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import expunge
 from expunge.data import ArrayDataset
 from expunge.methods import influence as influence_module
-from expunge.methods.fisher import diagonal_fisher, noise_std
+from expunge.methods.fisher import diagonal_fisher, noise_distribution
 from expunge.methods.influence import influence_direction, woodfisher_inverse_vp
 from expunge.models import MLP
 from expunge.per_sample import per_sample_grads_loop
@@ -22,15 +22,15 @@ def flat_params(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def tiny_problem(n: int = 40, task: str = "classification", seed: int = 0):
-    """A small MLP trained a little on random data, with a forget/retain split."""
+def tiny_problem(n: int = 40, task: str = "classification", seed: int = 0, **split):
+    """A small MLP trained a little on random data, with a forget/retain split (random 20% unless ``split``)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 5, generator=g)
     y = torch.randint(0, 3, (n,), generator=g) if task == "classification" else torch.randn(n, generator=g)
     data = ArrayDataset(x, y, task=task)
     model = expunge.model("mlp", data, hidden=[6], seed=seed)
     model = expunge.train(model, data, epochs=5, lr=0.1, seed=seed)
-    forget, retain = expunge.split_forget(data, fraction=0.2, seed=seed)
+    forget, retain = expunge.split_forget(data, **(split or {"fraction": 0.2, "seed": seed}))
     return model, forget, retain
 
 
@@ -105,7 +105,14 @@ def test_true_and_empirical_fisher_match_the_loop():
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-9), kind
 
 
-def test_fisher_noise_is_seeded_and_follows_the_documented_scale():
+def draw(model: torch.nn.Module, dist: dict, seed: int) -> torch.Tensor:
+    """mean + sqrt(variance) * eps with eps drawn as the method draws it, flattened in parameter order."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([(dist[n][0] + dist[n][1].sqrt() * torch.randn(p.shape, generator=g)).flatten()
+                      for n, p in model.named_parameters()])
+
+
+def test_fisher_noise_is_seeded_and_follows_the_documented_distribution():
     model, forget, retain = tiny_problem()
     run = lambda seed, alpha: expunge.unlearn(model, forget=forget, retain=retain, method="fisher",  # noqa: E731
                                               seed=seed, alpha=alpha)
@@ -114,21 +121,77 @@ def test_fisher_noise_is_seeded_and_follows_the_documented_scale():
     theta0 = flat_params(model)
     step1, step4 = flat_params(run(3, 1e-4)) - theta0, flat_params(run(3, 4e-4)) - theta0
     assert torch.allclose(step4, 2 * step1, rtol=1e-4, atol=1e-7), "4x alpha must double the noise"
-    std = torch.cat([s.flatten() for s in noise_std(diagonal_fisher(model, retain), 1e-4, 1e3).values()])
-    g = torch.Generator().manual_seed(3)
-    eps = torch.cat([torch.randn(p.shape, generator=g).flatten() for p in model.parameters()])
-    assert torch.allclose(step1, std * eps, rtol=1e-3, atol=1e-7)
+    dist = noise_distribution(model, diagonal_fisher(model, retain), alpha=1e-4)
+    assert torch.allclose(flat_params(run(3, 1e-4)), draw(model, dist, 3), rtol=1e-5, atol=1e-7)
 
 
-def test_fisher_variance_cap_and_known_values():
-    fisher = {"w": torch.tensor([0.0, 1e-4, 1.0, 100.0])}
-    std = noise_std(fisher, alpha=1e-2, max_variance=1e3)["w"]
-    assert torch.allclose(std, torch.tensor([1e-2 * 1e3, 1e-2 * 1e3, 1e-2 / (1 + 1e-8), 1e-2 / 100]).sqrt())
+def test_fisher_variance_known_values_and_the_last_linear_as_head():
+    """A model without ``head`` whose hidden layer is as wide as its output: only the last Linear gets the head's
+    cap (1e2) and x10; weight matrices get their row means; every 1-D parameter gets x10."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 3))
+    fisher = {"0.weight": torch.tensor([[1.0, 0.25], [0.0, 1e-4], [4.0, 4.0]]), "0.bias": torch.tensor([4.0, 0.0, 1.0]),
+              "2.weight": torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0]]),
+              "2.bias": torch.tensor([0.0, 1.0, 2.0])}
+    dist = noise_distribution(net, fisher, alpha=0.1)
+    inv = lambda f: 1 / (f + 1e-8)  # noqa: E731
+    want = {"0.weight": 0.1 * torch.tensor([[(inv(1.0) + inv(0.25)) / 2] * 2, [1e3] * 2, [inv(4.0)] * 2]),
+            "0.bias": 10 * 0.1 * torch.tensor([inv(4.0), 1e3, inv(1.0)]),
+            "2.weight": 10 * 0.1 * torch.tensor([[(inv(1.0) + 2e2) / 3] * 3, [inv(0.5)] * 3, [1e2] * 3]),
+            "2.bias": 10 * 0.1 * torch.tensor([1e2, inv(1.0), inv(2.0)])}
+    for name, p in net.named_parameters():
+        assert torch.equal(dist[name][0], p.detach()), name
+        assert torch.allclose(dist[name][1], want[name], rtol=1e-6), name
+
+
+def test_fisher_variance_is_constant_within_each_output_unit():
+    model, _, retain = tiny_problem()
+    fisher = diagonal_fisher(model, retain)
+    dist = noise_distribution(model, fisher, alpha=1e-4)
+    matrices = [n for n, p in model.named_parameters() if p.ndim == 2]
+    assert matrices == ["features.1.weight", "head.weight"]
+    for name in matrices:
+        var = dist[name][1]
+        assert torch.equal(var, var[:, :1].expand_as(var)), name
+        assert not torch.equal(fisher[name], fisher[name][:, :1].expand_as(var)), "the Fisher itself varies"
+
+
+def test_classwise_fisher_removes_the_head_rows_of_the_forgotten_classes():
+    model, forget, retain = tiny_problem(classes=[1])
+    out = expunge.unlearn(model, forget=forget, retain=retain, method="fisher", seed=5)
+    dist = noise_distribution(model, diagonal_fisher(model, retain), alpha=1e-6, forget_classes=[1])
+    assert torch.allclose(flat_params(out), draw(model, dist, 5), rtol=1e-5, atol=1e-7)
+    for name in ("head.weight", "head.bias"):
+        mean, var = dist[name]
+        assert torch.equal(mean[1], torch.zeros_like(mean[1])) and torch.allclose(var[1], torch.full_like(var[1], 1e-3))
+        assert torch.equal(mean[[0, 2]], dict(model.named_parameters())[name][[0, 2]].detach())
+    assert model.head.weight[1].abs().max() > 0.25 and out.head.weight[1].abs().max() < 0.12
+    kept = expunge.unlearn(model, forget=forget, retain=retain, method="fisher", alpha=1e-8, forget_classes=[])
+    assert torch.allclose(kept.head.weight[1], model.head.weight[1], atol=0.01), "[] turns the removal off"
+    _, random_forget, random_retain = tiny_problem()
+    chosen = expunge.unlearn(model, forget=random_forget, retain=random_retain, method="fisher", forget_classes=[2])
+    assert chosen.head.weight[2].abs().max() < 0.12 and model.head.weight[2].abs().max() > 0.25
+    with pytest.raises(ValueError, match="forget_classes"):
+        expunge.unlearn(model, forget=forget, retain=retain, method="fisher", forget_classes=[3])
+
+
+def test_classwise_fisher_on_a_model_without_head_uses_its_last_linear():
+    g = torch.Generator().manual_seed(0)
+    data = ArrayDataset(torch.randn(60, 4, generator=g), torch.arange(60) % 3)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 3))
+    net = expunge.train(net, data, epochs=5, lr=0.1, seed=0)
+    forget, retain = expunge.split_forget(data, classes=[0])
+    out = expunge.unlearn(net, forget=forget, retain=retain, method="fisher", alpha=1e-8)
+    assert net[2].weight[0].abs().max() > 0.25 and out[2].weight[0].abs().max() < 0.12 and out[2].bias[0].abs() < 0.12
+    assert torch.allclose(out[2].weight[1:], net[2].weight[1:], atol=0.01)
+    assert torch.allclose(out[0].weight, net[0].weight, atol=0.01), "a hidden layer is never removed"
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        expunge.unlearn(torch.nn.Sequential(torch.nn.Flatten()), forget=forget, retain=retain, method="fisher")
 
 
 def test_fisher_rejects_bad_arguments():
     model, forget, retain = tiny_problem()
-    for bad in ({"alpha": 0.0}, {"fisher": "diagonal"}, {"max_variance": -1.0}):
+    for bad in ({"alpha": 0.0}, {"fisher": "diagonal"}, {"max_variance": -1.0}, {"head_max_variance": 0.0},
+                {"forget_classes": [1, 1]}, {"forget_classes": [-1]}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             expunge.unlearn(model, forget=forget, retain=retain, method="fisher", **bad)
 

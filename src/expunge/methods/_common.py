@@ -1,4 +1,5 @@
-"""Pieces shared by several methods: losses on named batch parts, relabelling, fresh initialisation."""
+"""Pieces shared by several methods: losses on named batch parts, relabelling, fresh initialisation, the output
+layer."""
 from __future__ import annotations
 
 from typing import Callable
@@ -87,3 +88,17 @@ def fresh_initialisation(model: nn.Module, seed: int, init: Callable[[], nn.Modu
             raise ValueError(f"cannot re-initialise parameter(s) {missed[:3]}: no module resets them. "
                              "Pass init=<function returning a freshly initialised model> to retrain")
         return fresh
+
+
+def final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The final linear layer and its dotted name: ``model.head`` when present, else the last ``nn.Linear``."""
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Linear):
+        return "head", head
+    if isinstance(head, nn.Module):
+        raise ValueError(f"model.head is a {type(head).__name__}; the output layer must be an nn.Linear")
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"the model ({type(model).__name__}) has no nn.Linear layer; this method needs a final "
+                         "nn.Linear output layer (give the model a `head` attribute holding it)")
+    return linears[-1]

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from ..data.datasets import features
 from ..training import Batch, StepContext, batches, fit, pin_weights
+from ._common import final_linear
 from .base import Method, Needs, TrainArgs, output_size, register
 
 
@@ -44,21 +45,6 @@ class BoundaryExpandArgs(TrainArgs):
     epochs: int = 10
     lr: float = 1e-5
     weight_decay: float = 0.0
-
-
-def final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The final linear layer and its dotted name: ``model.head`` when present, else the last ``nn.Linear``."""
-    head = getattr(model, "head", None)
-    if isinstance(head, nn.Linear):
-        return "head", head
-    if isinstance(head, nn.Module):
-        raise ValueError(f"model.head is a {type(head).__name__}; widening the output layer needs it to be an "
-                         "nn.Linear")
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(f"the model ({type(model).__name__}) has no nn.Linear layer; widening the output layer "
-                         "needs a final nn.Linear (give the model a `head` attribute holding it)")
-    return linears[-1]
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
