@@ -7,7 +7,7 @@ import pytest
 from expunge.bench import expand, job_key, parse_bench
 from expunge.demo import classification_methods
 
-from .tiny import tiny
+from .tiny import tiny, write_config
 
 
 def grid_of(**changes):
@@ -114,11 +114,24 @@ def test_shipped_configs_are_valid():
     small = expand(load_bench("examples/bench_small.yaml"))
     assert len(small.cells) == 6 and len(small.by_stage("select")) == 2
     digits = load_bench("benchmarks/digits.yaml")
-    assert list(digits.methods) == [m for m in classification_methods() if m != "ct"]
+    assert list(digits.methods) == classification_methods()
+    mlp, cnn = digits.setups
+    assert "ct" not in digits.methods_for(mlp) and "ct" in digits.methods_for(cnn)
+    per_setup = len(digits.methods_for(mlp)) + len(digits.methods_for(cnn))
     assert digits.seeds == [0, 1, 2] and digits.summary == "benchmarks/results/digits.json"
     kinds = [next(iter(s.forget)) for s in digits.scenarios]
     assert kinds == ["fraction", "classes", "worst_case"]
     assert set(digits.tuning.methods) == set(digits.methods)
     g = expand(digits)
-    assert len(g.by_stage("unlearn")) == 9 * len(digits.methods)
-    assert len(g.by_stage("tune")) == 2 * len(digits.methods)     # random 10% (shared with worst-case), class 5
+    assert len(g.by_stage("unlearn")) == 9 * per_setup
+    assert len(g.by_stage("tune")) == 2 * per_setup     # random 10% (shared with worst-case), class 5
+
+
+def test_methods_that_need_convolutions_are_skipped_on_models_without_them(tmp_path):
+    from expunge.bench import load_bench
+
+    cfg = tiny(methods=["ct", "finetune"])
+    spec = load_bench(write_config(tmp_path / "b.yaml", cfg))
+    (setup,) = spec.setups
+    assert list(spec.methods_for(setup)) == ["finetune"]
+    assert {g.spec["method"] for g in expand(spec).by_stage("unlearn")} == {"finetune"}

@@ -103,8 +103,9 @@ def test_refusals_are_recorded_and_other_errors_retried(tmp_path, monkeypatch):
     from expunge.bench import jobs
     from expunge.bench.report import collect
 
-    # ct needs convolutional layers and refuses the MLP: a final outcome, recorded once, shown as failed
-    spec = load_bench(write_config(tmp_path / "b.yaml", tiny(seeds=1, methods=["ct", "finetune"])))
+    # laf refuses a model without the named extractor: a final outcome, recorded once, shown as failed
+    spec = load_bench(write_config(tmp_path / "b.yaml", tiny(seeds=1, methods={"laf": {"extractor": "nope"},
+                                                                                "finetune": {}})))
     real = jobs.RUNNERS["unlearn"]
 
     def flaky(p):
@@ -115,12 +116,12 @@ def test_refusals_are_recorded_and_other_errors_retried(tmp_path, monkeypatch):
     monkeypatch.setitem(jobs.RUNNERS, "unlearn", flaky)
     first = run_bench(spec, out=tmp_path / "o", engine=LocalEngine(1), report=False)
     assert len(first.failures) == 2 and "worker lost its disk" in first.failures[0][1]
-    assert first.ran == 5                        # original, 2 oracles, 2 refused ct jobs
+    assert first.ran == 5                        # original, 2 oracles, 2 refused laf jobs
     monkeypatch.setitem(jobs.RUNNERS, "unlearn", real)
     second = run_bench(spec, out=tmp_path / "o", engine=LocalEngine(1), report=False)
     assert (second.ran, second.reused, second.failures) == (2, 5, [])
     sec = collect(tmp_path / "o").sections[0]
-    assert sec.rows["ct"] == [{"failed": 1.0}] and any("Conv2d" in n for n in sec.notes)
+    assert sec.rows["laf"] == [{"failed": 1.0}] and any("nope" in n for n in sec.notes)
     from expunge.report import text_table
 
-    assert "failed" in next(line for line in text_table(sec.rows).splitlines() if line.startswith("ct"))
+    assert "failed" in next(line for line in text_table(sec.rows).splitlines() if line.startswith("laf"))

@@ -37,6 +37,7 @@ from typing import Any
 
 from ..config import ConfigError, _parse_data, _parse_model, _parse_train, apply_overrides, read_yaml
 from ..methods.base import registered
+from ..models import CONV_MODELS
 from ._checks import at, check_int, check_mapping
 from .choices import Tuning, parse_methods, parse_tuning
 from .scenarios import Scenario, parse_scenarios
@@ -68,9 +69,12 @@ class BenchSpec:
     summary: str | None = None
 
     def methods_for(self, setup: Setup) -> dict[str, dict[str, Any]]:
-        """The methods that apply to ``setup``'s task (``methods: all`` may list methods of other tasks)."""
+        """The methods that apply to ``setup``: its task (``methods: all`` may list methods of other tasks) and, for
+        methods that need convolution layers, a convolutional model."""
         known = registered()
-        return {m: a for m, a in self.methods.items() if setup.task in known[m].tasks}
+        conv = setup.model["name"] in CONV_MODELS
+        return {m: a for m, a in self.methods.items()
+                if setup.task in known[m].tasks and (conv or not known[m].requires_conv)}
 
 
 def load_bench(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> BenchSpec:

@@ -14,6 +14,7 @@ from .mlp import MLP, mlp_for
 from .resnet import ResNet18
 
 MODELS = ("mlp", "cnn", "resnet18")
+CONV_MODELS = ("cnn", "resnet18")   # built with convolution layers (methods with requires_conv run on these)
 
 
 def build_model(name: str, *, sample_shape: tuple[int, ...], num_outputs: int, **kwargs: Any) -> nn.Module:
@@ -32,4 +33,4 @@ def build_model(name: str, *, sample_shape: tuple[int, ...], num_outputs: int, *
         raise ValueError(f"bad arguments for model {name!r}: {e}") from None
 
 
-__all__ = ["MLP", "SmallCNN", "ResNet18", "build_model", "MODELS"]
+__all__ = ["MLP", "SmallCNN", "ResNet18", "build_model", "MODELS", "CONV_MODELS"]
