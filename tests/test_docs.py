@@ -28,5 +28,6 @@ def test_architecture_page_names_existing_modules():
     src = ROOT / "src" / "expunge"
     named = {n for n in re.findall(r"`((?:[a-z_]+/)?[a-z_]+(?:\.py|/))`", page) if not n.startswith("src/")}
     assert named, "the architecture page names no modules"
-    missing = sorted(n for n in named if not (src / n).exists())
+    # a bare file name (``scores.py`` in the metrics row) may live in any sub-package
+    missing = sorted(n for n in named if not (src / n).exists() and not any(src.rglob(n.rstrip("/"))))
     assert not missing, f"docs/architecture.md names modules that do not exist: {missing}"
