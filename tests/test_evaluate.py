@@ -68,3 +68,73 @@ def test_regression_scores():
         assert isinstance(s[key], float) and s[key] >= 0, key
     assert "forget_acc" not in s
     assert expunge.evaluate(m, forget=forget, retain=retain, test=test, reference=m)["w1_to_reference"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def memorised():
+    """300 training rows an MLP memorises, its original, 16 oracles trained together, and 8 more oracles."""
+    import expunge.ensemble as E
+
+    train, test = expunge.data.generated_classification(n=400, seed=0)
+    forget, retain = expunge.split_forget(train, fraction=0.1, seed=0)
+    recipe = dict(epochs=30, lr=0.05, batch_size=32)
+    original = expunge.train(expunge.model("mlp", train, hidden=[64]), train, seed=0, **recipe)
+    oracles = E.unlearn(original, forget=forget, retain=retain, method="retrain", seeds=range(1, 17))
+    others = E.unlearn(original, forget=forget, retain=retain, method="retrain", seeds=range(99, 107))
+    return train, test, forget, retain, original, oracles, others
+
+
+LIRA_KEYS = ("lira_auc", "lira_tpr_at_1pct", "lira_tpr_at_0_1pct", "n_reference", "lira_oracle_auc")
+
+
+def test_oracles_add_tier1_lira(memorised):
+    train, test, forget, retain, original, oracles, others = memorised
+    split = dict(forget=forget, retain=retain, test=test, reference=others.member(0))
+    plain = expunge.evaluate(original, **split)
+    remembers = expunge.evaluate(original, **split, oracles=oracles)
+    assert remembers["evidence_tier"] == 1.0 and remembers["n_reference"] == 16.0
+    assert {k: remembers[k] for k in plain if k != "evidence_tier"} == \
+        {k: v for k, v in plain.items() if k != "evidence_tier"}           # the tier-0 scores are unchanged
+    # the original trained on the forget set: LiRA separates forget from test far beyond a held-out oracle
+    assert remembers["lira_auc"] > remembers["lira_oracle_auc"] + 0.2 and remembers["lira_tpr_at_1pct"] > 0.1
+    assert 0.35 < remembers["lira_oracle_auc"] < 0.65
+    # oracles outside the reference set score like the held-out ones: one oracle's AUC varies by about 0.045
+    # here (30 forget vs 100 test examples), the mean of 8 by about 0.016
+    fresh = [expunge.evaluate(m, forget=forget, retain=retain, test=test, oracles=oracles)["lira_auc"]
+             for m in others.members()]
+    assert abs(np.mean(fresh) - remembers["lira_oracle_auc"]) < 0.06
+
+
+def test_few_oracles_give_numbers_but_stay_tier_0(memorised):
+    from expunge.ensemble import Ensemble
+
+    train, test, forget, retain, original, oracles, others = memorised
+    few = Ensemble(oracles.members()[:8])
+    s = expunge.evaluate(original, forget=forget, retain=retain, test=test, oracles=few)
+    assert s["evidence_tier"] == 0.0 and s["n_reference"] == 8.0 and all(k in s for k in LIRA_KEYS)
+
+
+def test_oracles_bad_input(memorised):
+    train, test, forget, retain, original, oracles, others = memorised
+    with pytest.raises(TypeError, match="Ensemble"):
+        expunge.evaluate(original, forget=forget, retain=retain, test=test, oracles=others.member(0))
+    with pytest.raises(ValueError, match="needs test="):
+        expunge.evaluate(original, forget=forget, retain=retain, oracles=oracles)
+    with pytest.raises(TypeError, match="AuditResult"):
+        expunge.evaluate(original, forget=forget, retain=retain, evidence={"evidence_tier": 2})
+
+
+def test_evidence_merges_an_audit(memorised):
+    from expunge.audit import audit
+
+    train, test, forget, retain, original, oracles, others = memorised
+    result = audit(expunge.model("mlp", train, hidden=[64]), train, test, forget=forget, retain=retain,
+                   method="finetune", method_args={"epochs": 1, "lr": 1e-5}, recipe=dict(epochs=30, lr=0.05,
+                                                                                        batch_size=32), n_models=16)
+    s = expunge.evaluate(original, forget=forget, retain=retain, test=test, evidence=result)
+    assert s["evidence_tier"] == 1.0 == result.tier
+    assert s["ulira_accuracy"] == result.summary()["ulira_accuracy"] and "challenge_baseline_forget_quality" in s
+    assert s["forget_acc"] == expunge.evaluate(original, forget=forget, retain=retain)["forget_acc"]
+    other, _ = expunge.split_forget(train, fraction=0.1, seed=1)
+    with pytest.raises(ValueError, match="another forget set"):
+        expunge.evaluate(original, forget=other, retain=retain, test=test, evidence=result)

@@ -6,8 +6,9 @@
 >>> len(forget), len(retain)
 (144, 1293)
 """
-from . import data, exact, metrics, models
+from . import data, ensemble, exact, metrics, models, tuning, worst_case
 from .api import methods, model, train, unlearn
+from .audit import AuditResult, audit
 from .data import ArrayDataset, as_dataset, split_forget
 from .evaluate import evaluate
 from .modelio import load_model, save_model
@@ -16,5 +17,6 @@ from .training import DivergenceError, Recipe
 
 __version__ = "0.1.0"
 
-__all__ = ["split_forget", "train", "unlearn", "evaluate", "methods", "model", "save_model", "load_model",
-           "ArrayDataset", "as_dataset", "provenance", "Recipe", "DivergenceError", "data", "exact", "models", "metrics"]
+__all__ = ["split_forget", "train", "unlearn", "evaluate", "audit", "methods", "model", "save_model", "load_model",
+           "ArrayDataset", "as_dataset", "provenance", "Recipe", "DivergenceError", "AuditResult", "data", "ensemble",
+           "exact", "models", "metrics", "tuning", "worst_case"]

@@ -36,19 +36,24 @@ def _echo(msg: str = "") -> None:
 def demo(out: Path = typer.Option(Path("expunge-demo"), "--out", help="Directory for report.md, report.html, results.json."),
          seeds: int = typer.Option(1, "--seeds", help="Number of seeds (mean ± std over seeds)."),
          methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated method names, or 'all'."),
+         model: str = typer.Option("mlp", "--model", help="mlp (default) or cnn (runs the methods that need "
+                                                          "convolution layers too)."),
          epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the original's training epochs."),
          store: Optional[Path] = StoreOption) -> None:
     """Digits: original -> oracle -> every method, random-10% and class-wise forgetting; prints the table."""
     from .demo import run_demo
     from .report import aggregate, text_table
 
-    _echo("expunge demo: scikit-learn digits, MLP; original -> oracle (retrain) -> methods")
+    _echo(f"expunge demo: scikit-learn digits, {model.upper()}; original -> oracle (retrain) -> methods")
     with RunStore(store) as db, db.run("demo", "demo", params={"out": str(out), "seeds": seeds,
-                                                               "methods": methods or "default"}) as run_id:
+                                                               "methods": methods or "default",
+                                                               "model": model}) as run_id:
         progress = lambda title, seed, r: _echo(f"  [{title}, seed {seed}] {r.method}: "
                                                 + (r.error or f"Avg.Gap {r.scores.get('avg_gap', float('nan')):.2f}"
                                                    f" in {r.scores.get('seconds', 0):.2f}s"))
-        result = run_demo(out, seeds=seeds, methods=methods, epochs=epochs, on_result=progress)
+        result = run_demo(out, seeds=seeds, methods=methods, model=model, epochs=epochs, on_result=progress)
+        for name, why in result["skipped"].items():
+            _echo(f"  skipped {name}: {why}")
         for title, comps in result["sections"].items():
             _echo(f"\n{title}\n" + text_table(aggregate(comps)))
         for kind, path in result["paths"].items():
@@ -75,6 +80,47 @@ def run(config: Path = typer.Argument(..., help="Experiment YAML file."),
         run_id, comp = run_experiment(cfg, store=db, out=out)
     _echo(text_table(aggregate([comp])))
     _echo(f"Recorded as run {run_id}.")
+
+
+@app.command()
+def audit(config: Path = typer.Argument(..., help="Experiment YAML file, with an optional audit: section "
+                                                  "(n_models, seed)."),
+          overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. audit.n_models=16"),
+          out: Path = typer.Option(Path("expunge-audit"), "--out", help="Directory for audit.md, audit.html, "
+                                                                        "audit.json."),
+          models: Optional[int] = typer.Option(None, "--models", help="K: models of each kind (originals, oracles, "
+                                                                      "baseline oracles, unlearned); tier 2 from 64."),
+          threads: int = typer.Option(1, "--threads", help="CPU threads for torch (1 suits small models; the "
+                                                          "ensembles already batch the work)."),
+          store: Optional[Path] = StoreOption) -> None:
+    """Audit a method on a forget request with K unlearned models against K oracles (evidence tiers 0-2)."""
+    import torch
+
+    from .audit import audit as run_audit
+    from .audit.config import load_audit_config
+    from .audit.report import text_summary, write_audit_reports
+    from .experiment import prepare
+
+    cfg, settings = load_audit_config(config, overrides or [], models=models)
+    if threads < 1:
+        raise ValueError(f"--threads {threads} is not allowed; expected an integer >= 1")
+    torch.set_num_threads(threads)
+    k = settings.n_models
+    typer.echo(f"expunge audit {cfg.name}: method {cfg.method} {cfg.args or ''}; {k} originals, {2 * k} oracles "
+               f"and {k} unlearned models", err=True)
+    prepared = prepare(cfg)
+    params = {**cfg.to_dict(), "audit": {"n_models": k, "seed": settings.seed}, "out": str(out.resolve())}
+    with RunStore(store) as db, db.run(cfg.name, "audit", params=params) as run_id:
+        result = run_audit(prepared.template, prepared.train, prepared.test, forget=prepared.forget,
+                           retain=prepared.retain, method=cfg.method, method_args=cfg.args,
+                           recipe=cfg.train.to_dict(), n_models=k, seed=settings.seed)
+        paths = write_audit_reports(result, out, title=f"expunge audit: {cfg.name}",
+                                    meta={"config": str(config), "run": run_id})
+        db.log_metrics(run_id, result.summary())
+        for kind, path in paths.items():
+            db.log_artifact(run_id, path.resolve(), kind)
+    _echo(text_summary(result))
+    _echo(f"\nWrote {', '.join(str(p) for p in paths.values())} in {result.seconds['wall']:.0f}s (run {run_id}).")
 
 
 @app.command()

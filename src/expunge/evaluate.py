@@ -12,9 +12,24 @@ Regression: ``forget_mae``, ``retain_mae``, ``test_mae``, ``mia_efficacy`` (loss
 Both: ``seconds`` (the model's recorded wall time) and, with a reference, ``rte`` = seconds as % of the
 reference's; ``evidence_tier`` = 0 (accuracies and a population attack: this cannot show that the model is
 indistinguishable from the oracle).
+
+Stronger evidence (classification):
+
+- ``oracles=`` an :class:`expunge.ensemble.Ensemble` of oracles (e.g. ``expunge.ensemble.unlearn(original,
+  method="retrain", seeds=range(16), ...)``): offline LiRA with the oracles as reference models attacks the
+  model's forget examples against the test examples (both never seen by any oracle; see
+  :mod:`expunge.audit.tier1`): ``lira_auc``, ``lira_tpr_at_1pct``, ``lira_tpr_at_0_1pct``, ``n_reference`` and the
+  same attack's mean over held-out oracles (leave one out), ``lira_oracle_auc``, ``lira_oracle_tpr_at_1pct``,
+  ``lira_oracle_tpr_at_0_1pct`` (the target values; an AUC of 0.5 is not the target). From
+  ``TIER1_REFERENCES`` (16) oracles on, ``evidence_tier`` = 1.
+- ``evidence=`` an :class:`expunge.audit.AuditResult` of the method on this forget request: its tier-1 and tier-2
+  numbers (``AuditResult.evidence()``) are merged in and ``evidence_tier`` becomes the higher of the two tiers.
+  The audit's tier-2 numbers describe the method's output distribution; its ``lira_*`` numbers describe the
+  audit's own audited model and give way to this model's when ``oracles`` is also given.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Iterable
 
@@ -27,19 +42,37 @@ from .metrics import per_example_loss, predict, svc_mia_efficacy, true_class_con
 from .provenance import provenance
 from .training import regression_output
 
+log = logging.getLogger(__name__)
+
 CLASSIFICATION_GAPS = ("ua", "retain_acc", "test_acc", "mia_efficacy")
 REGRESSION_GAPS = ("forget_mae", "retain_mae", "test_mae", "mia_efficacy")
 TIER0_CAVEAT = ("Evidence tier 0 (accuracies and a population MIA): these numbers cannot show that the model is "
                 "indistinguishable from retraining; the target of every metric is the oracle's value.")
+TIER_STATEMENTS = {
+    0: TIER0_CAVEAT,
+    1: ("Evidence tier 1 (per-example LiRA with oracles as reference models): tests whether this one model's forget "
+        "examples look like examples no oracle trained on; its target is a held-out oracle's value. It does not "
+        "test the method's output distribution, which tier 2 does."),
+    2: ("Evidence tier 2 (many unlearned models against as many oracles, per forget example): the challenge "
+        "score, KLoM and U-LiRA compare the method's output distribution with retraining's; each is read against "
+        "its oracle-vs-oracle baseline, not against an ideal value."),
+}
+
+
+def tier_statement(tier: float | int) -> str:
+    """What evidence of ``tier`` can and cannot show (the tier-0 statement for anything below 1)."""
+    t = 0 if tier is None or math.isnan(float(tier)) else int(tier)
+    return TIER_STATEMENTS[max(0, min(2, t))]
 
 
 def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Dataset | None = None,
              reference: nn.Module | None = None, forgotten_classes: Iterable[int] | None = None,
-             seed: int = 0) -> dict[str, float]:
+             seed: int = 0, oracles: nn.Module | None = None, evidence: Any = None) -> dict[str, float]:
     """Score ``model`` on the forget, retain and test sets; with ``reference`` (the oracle), also the gaps.
 
     ``forgotten_classes`` defaults to the classes of a class-wise forget request made by ``split_forget``.
-    Returns a flat dict of floats.
+    ``oracles`` (an ensemble of oracles) adds the tier-1 LiRA numbers; ``evidence`` (an ``AuditResult``) merges an
+    audit's numbers and tier (see the module docstring). Returns a flat dict of floats.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
@@ -62,7 +95,58 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
         if ref_seconds:
             scores["rte"] = 100.0 * seconds / ref_seconds
     scores["evidence_tier"] = 0.0
+    if evidence is not None:
+        scores.update(_audit_evidence(evidence, forget, scores))
+    if oracles is not None:
+        tier1 = _tier1(model, oracles, forget, test, task)
+        tier1["evidence_tier"] = max(scores["evidence_tier"], tier1["evidence_tier"])
+        scores.update(tier1)
     return scores
+
+
+def _tier1(model: nn.Module, oracles: nn.Module, forget: Dataset, test: Dataset | None, task: str) -> dict[str, float]:
+    import numpy as np
+
+    from .audit.result import TIER1_REFERENCES
+    from .audit.tier1 import reference_attack
+    from .ensemble import Ensemble
+    from .metrics import logit_scaled_confidence
+
+    if not isinstance(oracles, Ensemble):
+        raise TypeError(f"oracles must be an expunge.ensemble.Ensemble of oracle models (e.g. from expunge.ensemble."
+                        f"unlearn(original, method='retrain', seeds=...)); got {type(oracles).__name__}")
+    if task != "classification":
+        raise ValueError("oracles= adds a LiRA attack on classifiers; the data is a regression task")
+    if test is None:
+        raise ValueError("oracles= needs test= (the test examples are the attack's non-members)")
+    if len(oracles) < 2:
+        raise ValueError(f"oracles= needs at least 2 oracle models; got {len(oracles)}")
+    phi = lambda out_f, out_t: np.concatenate([logit_scaled_confidence(out_f, targets(forget)),
+                                                logit_scaled_confidence(out_t, targets(test))], axis=-1)
+    is_forget = np.r_[np.ones(len(forget), bool), np.zeros(len(test), bool)]
+    result = reference_attack(phi(predict(model, forget), predict(model, test)),
+                              phi(oracles.predict(forget), oracles.predict(test)), is_forget)
+    out = result.summary()
+    if len(oracles) < TIER1_REFERENCES:
+        log.warning("evaluate: %d oracle reference models are fewer than the %d that tier-1 evidence needs; "
+                    "evidence_tier stays 0", len(oracles), TIER1_REFERENCES)
+    out["evidence_tier"] = 1.0 if len(oracles) >= TIER1_REFERENCES else 0.0
+    return out
+
+
+def _audit_evidence(evidence: Any, forget: Dataset, scores: dict[str, float]) -> dict[str, float]:
+    from .audit.result import AuditResult
+
+    if not isinstance(evidence, AuditResult):
+        raise TypeError(f"evidence must be an expunge.audit.AuditResult; got {type(evidence).__name__}")
+    mine = sorted(resolve(forget)[1].tolist())
+    theirs = sorted(evidence.forget_base_index.tolist())
+    if mine != theirs:
+        raise ValueError(f"evidence is an audit of another forget set ({len(theirs)} examples) than this one "
+                         f"({len(mine)} examples); audit this forget request")
+    out = evidence.evidence()
+    out["evidence_tier"] = max(scores["evidence_tier"], float(evidence.tier))
+    return out
 
 
 def _forgotten_classes(forget: Dataset, given: Iterable[int] | None) -> tuple[int, ...] | None:

@@ -1,7 +1,9 @@
 """Reports: the comparison table as text, Markdown, self-contained HTML and JSON.
 
 Rows are the original, the oracle (the target of every metric) and each method; values are means over seeds,
-with ± std when there is more than one seed.
+with ± std when there is more than one seed. Every table shows each row's evidence tier, and every report states
+the tier its methods reach (the lowest among them) with what that tier can and cannot show: a tier-0 report says
+that it cannot show indistinguishability from retraining.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from .evaluate import TIER0_CAVEAT
+from .evaluate import tier_statement
 from .experiment import Comparison
 from .modelio import atomic_write
 
@@ -103,21 +105,30 @@ def write_reports(out: str | Path, title: str, sections: dict[str, Sequence[Comp
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     aggregated = {name: aggregate(comps) for name, comps in sections.items()}
-    md = [f"# {title}", "", f"> {TIER0_CAVEAT}", "", definitions(), ""]
+    tier = report_tier(sections)
+    md = [f"# {title}", "", f"> {tier_statement(tier)}", "", definitions(), ""]
     md += [f"- {k}: {v}" for k, v in meta.items()] + [""]
     for name, rows in aggregated.items():
-        md += [f"## {name}", "", markdown_table(rows), ""]
+        md += [f"## {name}", "", markdown_table(rows, tier=True), ""]
         md += [f"- {r.method}: {r.error}" for c in sections[name] for r in c.results if r.error]
     paths = {"md": out / "report.md", "html": out / "report.html", "json": out / "results.json"}
     atomic_write(paths["md"], "\n".join(md).encode())
-    atomic_write(paths["html"], _html(title, aggregated, meta).encode())
-    results = {"title": title, "meta": meta, "evidence_tier": 0, "caveat": TIER0_CAVEAT,
+    atomic_write(paths["html"], _html(title, aggregated, meta, tier).encode())
+    results = {"title": title, "meta": meta, "evidence_tier": tier, "caveat": tier_statement(tier),
                "scenarios": {name: {"seeds": [_comparison_json(c) for c in comps],
                                     "mean": {row: {k: summarise(runs, k)[0] for k in _keys(runs)}
                                              for row, runs in aggregated[name].items()}}
                              for name, comps in sections.items()}}
     atomic_write(paths["json"], json.dumps(results, indent=2, default=_json_default).encode())
     return paths
+
+
+def report_tier(sections: dict[str, Sequence[Comparison]]) -> int:
+    """The evidence tier a report reaches: the lowest tier among its methods' scores (0 when none has one)."""
+    tiers = [r.scores.get("evidence_tier", 0.0) for comps in sections.values() for c in comps for r in c.results
+             if r.scores]
+    tiers = [t for t in tiers if not math.isnan(t)]
+    return int(min(tiers)) if tiers else 0
 
 
 def run_sections(record: Any) -> dict[str, list[Comparison]]:
@@ -174,15 +185,16 @@ def _plot(rows: dict[str, list[dict[str, float]]]) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _html(title: str, aggregated: dict[str, dict[str, list[dict[str, float]]]], meta: dict[str, Any]) -> str:
+def _html(title: str, aggregated: dict[str, dict[str, list[dict[str, float]]]], meta: dict[str, Any],
+          tier: int = 0) -> str:
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{STYLE}"
-             "</style></head><body>", f"<h1>{esc(title)}</h1>", f"<p class='caveat'>{esc(TIER0_CAVEAT)}</p>",
+             "</style></head><body>", f"<h1>{esc(title)}</h1>", f"<p class='caveat'>{esc(tier_statement(tier))}</p>",
              f"<p>{esc(definitions())}</p>", "<ul>"]
     parts += [f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in meta.items()]
     parts.append("</ul>")
     for name, rows in aggregated.items():
-        header, body = table_rows(rows)
+        header, body = table_rows(rows, tier=True)
         parts.append(f"<h2>{esc(name)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
         for r in body:
             cls = " class='oracle'" if r[0].startswith("oracle") else ""

@@ -1,0 +1,61 @@
+"""Audit configs: an experiment config (:mod:`expunge.config`) with an optional ``audit:`` section.
+
+```yaml
+audit: {n_models: 64, seed: 0}     # K models of each kind (default 64); seed (default: the config's seed)
+```
+
+``key.sub=value`` overrides apply to the whole file first (``audit.n_models=16`` included); errors name the key
+path (``config error at audit.n_models: ...``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, ExperimentConfig, apply_overrides, parse_config, read_yaml
+
+AUDIT_KEYS = ("n_models", "seed")
+DEFAULT_MODELS = 64
+
+
+@dataclass
+class AuditSettings:
+    n_models: int = DEFAULT_MODELS
+    seed: int = 0
+
+
+def load_audit_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                      models: int | None = None) -> tuple[ExperimentConfig, AuditSettings]:
+    """Read, override and validate an audit config; ``models`` (``--models``) replaces ``audit.n_models``."""
+    raw = apply_overrides(read_yaml(path), overrides)
+    section = raw.pop("audit", None)
+    cfg = parse_config(raw, base_dir=Path(path).parent)
+    settings = parse_audit(section, default_seed=cfg.seed)
+    if models is not None:
+        settings.n_models = check_models(models, "--models")
+    return cfg, settings
+
+
+def check_models(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        message = f"expected an integer >= 2 (tier 1 from 16, tier 2 from 64); got {value!r}"
+        if where.startswith("--"):
+            raise ValueError(f"{where} {value!r} is not allowed; {message.split('; ')[0]}")
+        raise ConfigError(where, message)
+    return value
+
+
+def parse_audit(section: Any, *, default_seed: int = 0) -> AuditSettings:
+    if section is None:
+        return AuditSettings(seed=default_seed)
+    if not isinstance(section, dict):
+        raise ConfigError("audit", f"expected a mapping; got {type(section).__name__} {section!r}")
+    unknown = sorted(set(section) - set(AUDIT_KEYS))
+    if unknown:
+        raise ConfigError(f"audit.{unknown[0]}", f"unknown key; allowed: {', '.join(AUDIT_KEYS)}")
+    n = check_models(section.get("n_models", DEFAULT_MODELS), "audit.n_models")
+    seed = section.get("seed", default_seed)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError("audit.seed", f"expected an integer >= 0; got {seed!r}")
+    return AuditSettings(n_models=n, seed=seed)

@@ -1,0 +1,182 @@
+"""Audit reports: ``audit.md``, a self-contained ``audit.html`` (inline plots) and ``audit.json``; and the text
+the CLI prints. Every number is shown beside its target: the oracle-vs-oracle baseline (tier 2) or a held-out
+oracle (tier 1)."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..evaluate import tier_statement
+from ..modelio import atomic_write
+from .result import TIER1_REFERENCES, TIER2_MODELS, AuditResult
+
+Table = tuple[str, list[str], list[list[str]]]
+STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
+         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+         "text-align:right}td:first-child,th:first-child{text-align:left}"
+         ".caveat{background:#fff4e0;padding:.6em 1em;border-left:4px solid #e90}")
+DEFINITIONS = (
+    "ε: the NeurIPS 2023 unlearning challenge's per-example privacy loss of the best threshold attack on the "
+    "logit-scaled confidence φ (unlearned vs oracle models); F = mean of 2^(−⌊2ε⌋) over the forget set (0 from "
+    "ε ≥ ⌈ln(K − 1)⌉), final = F × RA ratio × TA ratio. KLoM: KL divergence between the unlearned and oracle models' "
+    "margin histograms per example. U-LiRA: per-example likelihood-ratio attack telling unlearned from oracle "
+    "models, fitted on half the models and scored on the other half (accuracy 50% = indistinguishable). LiRA "
+    "offline: per-example attack on one model with the oracles as reference models, forget vs test examples. "
+    "Baseline: the same score for K further oracles against the K oracles: what exact retraining scores.")
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.{digits}f}" if isinstance(x, (float, np.floating)) else str(x)
+
+
+def tier2_table(r: AuditResult) -> Table:
+    s = r.summary()
+    rows = [("challenge forgetting quality F", "challenge_forget_quality", "≈ baseline (never 1)"),
+            ("challenge final score", "challenge_final", "≈ baseline"),
+            ("median ε", "challenge_eps_median", "≈ baseline"),
+            ("mean ε", "challenge_eps_mean", "≈ baseline")]
+    rows += [(f"KLoM {split} mean / p95", f"klom_{split}", "≈ baseline") for split in ("forget", "retain", "test")]
+    rows += [("U-LiRA accuracy", "ulira_accuracy", "0.5"), ("U-LiRA AUC", "ulira_auc", "0.5"),
+             ("U-LiRA TPR at 1% FPR", "ulira_tpr_at_1pct", "0.01"),
+             ("U-LiRA TPR at 0.1% FPR", "ulira_tpr_at_0_1pct", "0.001")]
+    body = []
+    for label, key, target in rows:
+        if key.startswith("klom_"):
+            base = key.replace("klom_", "klom_baseline_")
+            body.append([label, f"{_f(s[key + '_mean'])} / {_f(s[key + '_p95'])}",
+                         f"{_f(s[base + '_mean'])} / {_f(s[base + '_p95'])}", target])
+        else:
+            base = key.replace("challenge_", "challenge_baseline_").replace("ulira_", "ulira_baseline_")
+            body.append([label, _f(s[key]), _f(s[base]), target])
+    title = (f"Tier 2: {r.n_models} models unlearned with {r.method} against {r.n_models} oracles"
+             + ("" if r.n_models >= TIER2_MODELS else f" (tier 2 needs {TIER2_MODELS})"))
+    return title, ["score", r.method, "oracles vs oracles (baseline)", "target"], body
+
+
+def tier1_table(r: AuditResult) -> Table:
+    t = r.tier1
+    a = t.attack
+    body = [["AUC", _f(a.auc), _f(t.oracle_auc)], ["TPR at 1% FPR", _f(a.tpr_at_1pct), _f(t.oracle_tpr_at_1pct)],
+            ["TPR at 0.1% FPR", _f(a.tpr_at_0_1pct), _f(t.oracle_tpr_at_0_1pct)]]
+    title = (f"Tier 1: offline LiRA on {r.audited}, {t.n_reference} oracles as reference models"
+             + ("" if t.n_reference >= TIER1_REFERENCES else f" (tier 1 needs {TIER1_REFERENCES})"))
+    return title, ["forget vs test", "audited model", f"held-out oracle (target, mean of {t.n_heldout})"], body
+
+
+def tier0_table(r: AuditResult) -> Table:
+    s, a = r.scores, r.accuracies
+    body = [["audited model vs one oracle", _f(s.get("ua"), 2), _f(s.get("retain_acc"), 2), _f(s.get("test_acc"), 2),
+             _f(s.get("mia_efficacy"), 2), _f(s.get("avg_gap"), 2)]]
+    for group, name in (("unlearned", "unlearned models (mean)"), ("oracle", "oracles (mean)"),
+                        ("original", "originals (mean)")):
+        body.append([name, _f(100 - a[f"{group}_forget_acc"], 2), _f(a[f"{group}_retain_acc"], 2),
+                     _f(a[f"{group}_test_acc"], 2), "–", "–"])
+    return "Tier 0: accuracies and the population MIA", ["", "UA", "RA", "TA", "MIA", "Avg.Gap"], body
+
+
+def exposed_table(r: AuditResult, n: int = 10) -> Table:
+    body = [[str(i + 1), str(e["index"]), str(e["label"]), _f(e["epsilon"], 2), _f(e["klom"], 2),
+             _f(e["ulira_accuracy"], 2), _f(e["phi_unlearned"], 2), _f(e["phi_oracle"], 2)]
+            for i, e in enumerate(r.exposed(n))]
+    return (f"The {len(body)} most exposed forget examples (highest ε)",
+            ["rank", "index in train", "label", "ε", "KLoM", "U-LiRA acc.", "median φ unlearned", "median φ oracle"],
+            body)
+
+
+def tables(r: AuditResult) -> list[Table]:
+    return [tier2_table(r), tier1_table(r), tier0_table(r), exposed_table(r)]
+
+
+def text_table(table: Table) -> str:
+    title, header, body = table
+    widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
+    fmt = lambda row: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+    return "\n".join([title, fmt(header), "  ".join("-" * w for w in widths)] + [fmt(row) for row in body])
+
+
+def text_summary(r: AuditResult) -> str:
+    """The tier statement, the tier-2 table and the most exposed examples, as the CLI prints them."""
+    return "\n\n".join([tier_statement(r.tier), text_table(tier2_table(r)),
+                        text_table(exposed_table(r))])
+
+
+def _md_table(table: Table) -> list[str]:
+    title, header, body = table
+    return [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(row) + " |" for row in body] + [""]
+
+
+def _meta(r: AuditResult, meta: dict[str, Any]) -> dict[str, Any]:
+    return {**meta, "method": r.method, "method args": r.method_args or "defaults", "models of each kind": r.n_models,
+            "sizes": r.sizes, "seed": r.seed, "wall seconds": round(r.seconds.get("wall", float("nan")), 1)}
+
+
+def write_audit_reports(result: AuditResult, out: str | Path, *, title: str = "expunge audit",
+                        meta: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``audit.md``, ``audit.html`` and ``audit.json`` under ``out``; return their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = _meta(result, meta or {})
+    statement = tier_statement(result.tier)
+    md = [f"# {title}", "", f"> {statement}", ""] + [f"- {k}: {v}" for k, v in info.items()] + [""]
+    for t in tables(result):
+        md += _md_table(t)
+    md += [DEFINITIONS, ""]
+    paths = {"md": out / "audit.md", "html": out / "audit.html", "json": out / "audit.json"}
+    atomic_write(paths["md"], "\n".join(md).encode())
+    atomic_write(paths["html"], _html(result, title, statement, info).encode())
+    data = {"title": title, "meta": info, "caveat": tier_statement(result.tier), **result.to_dict()}
+    atomic_write(paths["json"], json.dumps(data, indent=2, default=str).encode())
+    return paths
+
+
+def _html(r: AuditResult, title: str, statement: str, info: dict[str, Any]) -> str:
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{STYLE}</style>"
+             f"</head><body><h1>{esc(title)}</h1><p class='caveat'>{esc(statement)}</p><ul>"]
+    parts += [f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in info.items()] + ["</ul>"]
+    for t_title, header, body in tables(r):
+        parts.append(f"<h2>{esc(t_title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>" for row in body]
+        parts.append("</table>")
+    img = _plots(r)
+    parts.append(f"<img alt='per-example ε and the U-LiRA ROC' src='{img}'>")
+    parts.append(f"<p>{esc(DEFINITIONS)}</p></body></html>")
+    return "\n".join(parts)
+
+
+def _plots(r: AuditResult) -> str:
+    """Per-example ε (method vs baseline) and the U-LiRA ROC on log axes, as one inline PNG data URI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t2 = r.tier2
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    eps = [np.minimum(t2.challenge.epsilons, 8), np.minimum(t2.challenge_baseline.epsilons, 8)]
+    left.hist(eps, bins=np.linspace(0, 8, 33), label=[r.method, "oracles vs oracles"])
+    left.set_xlabel("per-example ε (capped at 8 for display)")
+    left.set_ylabel("forget examples")
+    left.legend(fontsize=8)
+    for res, name in ((t2.ulira, r.method), (t2.ulira_baseline, "oracles vs oracles")):
+        fpr, tpr = res.attack.roc_fpr, res.attack.roc_tpr
+        keep = fpr > 0
+        right.plot(fpr[keep], np.maximum(tpr[keep], 1e-5), label=f"{name} (AUC {res.attack.auc:.2f})")
+    right.plot([1e-5, 1], [1e-5, 1], "k:", lw=0.8)
+    right.set(xscale="log", yscale="log", xlabel="FPR", ylabel="TPR", title="U-LiRA")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

@@ -1,0 +1,216 @@
+"""``audit``: train the originals, oracles and baseline oracles as ensembles, unlearn K times, and score."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from .. import api
+from .. import ensemble as E
+from ..data.datasets import resolve, targets
+from ..evaluate import _forgotten_classes, evaluate
+from ..methods import base as registry
+from ..methods.base import TrainArgs, check_request
+from ..metrics import logit_scaled_confidence, predict
+from ..training import Recipe, progress_enabled
+from .result import AuditResult, tier_for
+from .tier1 import reference_attack
+from .tier2 import tier2
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+STAGES = ("originals", "oracles", "baseline", "unlearn", "scoring")
+
+
+def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset, retain: Dataset, method: str,
+          method_args: dict[str, Any] | None = None, recipe: dict[str, Any], n_models: int = 64, seed: int = 0,
+          original: nn.Module | None = None) -> AuditResult:
+    """Audit ``method`` on this forget request with ``n_models`` (K) models of each kind.
+
+    Trains K originals on all of ``train`` (seeds ``seed`` … ``seed + K − 1``), K oracles on ``retain`` (the next
+    K seeds) and K baseline oracles (the K after those), all with ``recipe`` (the keywords of ``expunge.train``)
+    from ``template``'s architecture; unlearns original k with ``method`` and seed ``seed + k``. Then scores tier 2
+    (challenge ε and F, KLoM, U-LiRA, each beside its oracle-vs-oracle baseline), tier 1 (offline LiRA of the
+    audited model with the K oracles as references, beside the baseline oracles as held-out targets) and tier 0
+    (``expunge.evaluate`` against a baseline oracle). The audited model is ``original`` unlearned with ``method``
+    and seed ``seed`` when given, else the first unlearned model. Classification only. Repeatable for a seed.
+    """
+    k, args = _check(template, train, test, forget, retain, method, method_args, recipe, n_models, seed, original)
+    index = _positions(train, forget, retain, test)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    log.info("audit of %s with K=%d models of each kind (tier %d reachable)", method, k, tier_for(k))
+    with _Stages(seconds) as stage:
+        originals = stage("originals", lambda: E.train(template, train, seeds=_seeds(seed, k, 0), **recipe))
+        oracles = stage("oracles", lambda: E.train(template, retain, seeds=_seeds(seed, k, 1), **recipe))
+        baseline = stage("baseline", lambda: E.train(template, retain, seeds=_seeds(seed, k, 2), **recipe))
+        unlearned = stage("unlearn", lambda: E.unlearn(originals.members(), forget=forget, retain=retain,
+                                                       method=method, seeds=_seeds(seed, k, 0), **args))
+        stage.begin("scoring")
+        if original is not None:
+            model = api.unlearn(original, forget=forget, retain=retain, method=method, seed=seed, **args)
+            audited = f"the given original, unlearned with {method} (seed {seed})"
+        else:
+            model, audited = unlearned.member(0), "member 0 of the unlearned models"
+        result = _score(model, {"unlearned": unlearned, "oracle": oracles, "baseline": baseline,
+                                "original": originals}, train, test, forget, retain, index, seed)
+        stage.end()
+    seconds["wall"] = time.perf_counter() - start
+    tier = tier_for(k)
+    log.info("audit done in %.1fs: tier %d", seconds["wall"], tier)
+    return AuditResult(tier=tier, n_models=k, method=method, method_args=args, seed=seed, seconds=seconds,
+                       audited=audited, **result)
+
+
+def _score(model: nn.Module, ensembles: dict[str, E.Ensemble], train: Dataset, test: Dataset, forget: Dataset,
+           retain: Dataset, index: np.ndarray, seed: int) -> dict[str, Any]:
+    splits = {"forget": forget, "retain": retain, "test": test}
+    labels = {s: targets(d) for s, d in splits.items()}
+    keep = torch.ones(len(labels["test"]), dtype=torch.bool)
+    classes = _forgotten_classes(forget, None)
+    if classes:                               # class-wise forgetting: test accuracy over the remaining classes
+        keep = ~torch.isin(labels["test"], torch.tensor(classes))
+    sample = _retain_sample(len(retain), len(test), seed)
+    phi: dict[str, dict[str, np.ndarray]] = {}
+    acc: dict[str, dict[str, np.ndarray]] = {}
+    for g, ens in ensembles.items():
+        out = {s: _phi_and_hits(ens, d, labels[s]) for s, d in splits.items()}
+        phi[g] = {"forget": out["forget"][0], "retain": out["retain"][0][:, sample], "test": out["test"][0]}
+        acc[g] = {"forget": _percent(out["forget"][1]), "retain": _percent(out["retain"][1]),
+                  "test": _percent(out["test"][1][:, keep.numpy()])}
+    t2 = tier2(phi, acc, seed=seed)
+    both = lambda p: np.concatenate([p["forget"], p["test"]], axis=-1)
+    is_forget = np.r_[np.ones(len(forget), bool), np.zeros(len(test), bool)]
+    mine = {s: logit_scaled_confidence(predict(model, d), labels[s]) for s, d in (("forget", forget), ("test", test))}
+    t1 = reference_attack(both(mine), both(phi["oracle"]), is_forget, heldout_phi=both(phi["baseline"]))
+    scores = evaluate(model, forget=forget, retain=retain, test=test, reference=ensembles["baseline"].member(0),
+                      seed=seed)
+    examples = {"index": index, "label": labels["forget"].numpy(), "epsilon": t2.challenge.epsilons,
+                "klom": t2.klom["forget"].per_example, "ulira_accuracy": t2.ulira.per_example_accuracy,
+                "phi_unlearned": np.median(phi["unlearned"]["forget"], 0),
+                "phi_oracle": np.median(phi["oracle"]["forget"], 0)}
+    accuracies = {f"{g}_{s}_acc": float(np.mean(a)) for g, by in acc.items() for s, a in by.items()}
+    sizes = {"train": len(train), "forget": len(forget), "retain": len(retain), "test": len(test),
+             "retain_sample": len(sample)}
+    return {"tier2": t2, "tier1": t1, "scores": scores, "examples": examples, "accuracies": accuracies,
+            "sizes": sizes, "forget_base_index": resolve(forget)[1].numpy()}
+
+
+def _phi_and_hits(ens: E.Ensemble, data: Dataset, y: torch.Tensor, chunk: int = 4096
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """φ ``[K, N]`` and correctness ``[K, N]`` of every member on ``data``, ``chunk`` examples at a time (the
+    ``[K, N, C]`` logits of a large split are never held at once)."""
+    phis, hits = [], []
+    for lo in range(0, len(data), chunk):
+        part = range(lo, min(lo + chunk, len(data)))
+        z = ens.predict(Subset(data, part))
+        phis.append(logit_scaled_confidence(z, y[lo:part.stop]))
+        hits.append((z.argmax(-1) == y[lo:part.stop]).numpy())
+    return np.concatenate(phis, axis=1), np.concatenate(hits, axis=1)
+
+
+def _percent(hits: np.ndarray) -> np.ndarray:
+    """Per-model accuracy (%) from ``[K, N]`` correctness (NaN for no examples)."""
+    return 100.0 * hits.mean(1) if hits.shape[1] else np.full(hits.shape[0], np.nan)
+
+
+def _retain_sample(n_retain: int, n: int, seed: int) -> np.ndarray:
+    """Positions of at most ``n`` retain examples drawn at random (seeded), in retain order (KLoM's retain set)."""
+    if n_retain <= n:
+        return np.arange(n_retain)
+    return torch.randperm(n_retain, generator=torch.Generator().manual_seed(int(seed)))[:n].sort().values.numpy()
+
+
+def _seeds(seed: int, k: int, block: int) -> list[int]:
+    return list(range(seed + block * k, seed + (block + 1) * k))
+
+
+def _positions(train: Dataset, forget: Dataset, retain: Dataset, test: Dataset) -> np.ndarray:
+    """Each forget example's position in ``train``; raises unless forget and retain are subsets of ``train`` and
+    ``test`` is disjoint from it."""
+    base, idx = resolve(train)
+    where = {int(b): i for i, b in enumerate(idx.tolist())}
+    out = None
+    for name, d in (("forget", forget), ("retain", retain)):
+        b, sub = resolve(d)
+        missing = [int(i) for i in sub.tolist() if int(i) not in where]
+        if b is not base or missing:
+            why = "it is over other data" if b is not base else f"{len(missing)} of its examples are not in train"
+            raise ValueError(f"{name} must be a subset of train (as split_forget(train, ...) returns); {why}")
+        if name == "forget":
+            out = np.array([where[int(i)] for i in sub.tolist()], dtype=np.int64)
+    b, sub = resolve(test)
+    if b is base and any(int(i) in where for i in sub.tolist()):
+        raise ValueError("test shares examples with train; the attacks need test examples that no model trained on")
+    return out
+
+
+def _check(template, train, test, forget, retain, method, method_args, recipe, n_models, seed, original):
+    if not isinstance(template, nn.Module):
+        raise TypeError(f"template must be a torch nn.Module; got {type(template).__name__}")
+    if original is not None and not isinstance(original, nn.Module):
+        raise TypeError(f"original must be a torch nn.Module or None; got {type(original).__name__}")
+    if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 2:
+        raise ValueError(f"n_models={n_models!r} is not allowed; the audit needs an integer >= 2 (tier 1 from "
+                         f"16, tier 2 from 64)")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r} is not allowed; expected an integer >= 0")
+    if not isinstance(recipe, dict):
+        raise TypeError(f"recipe must be a dict of expunge.train keywords; got {type(recipe).__name__}")
+    Recipe.from_dict(recipe)
+    if method_args is not None and not isinstance(method_args, dict):
+        raise TypeError(f"method_args must be a dict or None; got {type(method_args).__name__}")
+    args = dict(method_args or {})
+    cls = registry.get(method) if isinstance(method, str) else None
+    if cls is None:
+        raise TypeError(f"method must be a method name; got {type(method).__name__}")
+    if cls.needs_special_original:
+        raise ValueError(f"method {method!r} needs an original trained its own way; the audit trains ordinary "
+                         "originals, so it cannot audit this method")
+    for name, d in (("train", train), ("test", test), ("forget", forget), ("retain", retain)):
+        if resolve(d)[0].task != "classification":
+            raise ValueError(f"the audit scores classifiers; {name} is a {resolve(d)[0].task} dataset")
+        if len(d) == 0:
+            raise ValueError(f"{name} is empty")
+    m = cls(**args)
+    if isinstance(m.args, TrainArgs):
+        m.args.recipe()                       # the method's training settings, checked before any training
+    check_request(template, forget, retain, m)
+    return n_models, args
+
+
+class _Stages:
+    """Times named stages into ``seconds``, logs them, and shows one progress bar over them on a terminal."""
+
+    def __init__(self, seconds: dict[str, float]):
+        self.seconds, self.name, self.t0 = seconds, None, 0.0
+
+    def __enter__(self) -> "_Stages":
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=len(STAGES), desc="audit", unit="stage", disable=not progress_enabled())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.close()
+
+    def begin(self, name: str) -> None:
+        self.name, self.t0 = name, time.perf_counter()
+        self.bar.set_postfix_str(name)
+        log.info("audit: %s ...", name)
+
+    def end(self) -> None:
+        self.seconds[self.name] = time.perf_counter() - self.t0
+        log.info("audit: %s took %.1fs", self.name, self.seconds[self.name])
+        self.bar.update(1)
+
+    def __call__(self, name: str, fn: Callable[[], T]) -> T:
+        self.begin(name)
+        out = fn()
+        self.end()
+        return out

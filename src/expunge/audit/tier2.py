@@ -1,0 +1,122 @@
+"""Tier-2 evidence: the K unlearned models against K oracles, per forget example, each beside its baseline.
+
+- **Challenge forgetting quality** (NeurIPS 2023 Machine Unlearning challenge; :func:`expunge.metrics.
+  forgetting_quality`): per-example ε from φ under the unlearned vs the oracle models, F = mean H(ε), final =
+  F × RA ratio × TA ratio. F is far below 1 even for exact retraining at realistic model counts (two samples of one
+  distribution give median ε ≈ 1.6, F ≈ 0.18 with 64 models per side), so F is reported beside its **baseline**:
+  the same score of K further oracles (other seeds) against the K oracles, computed the same way with the same K.
+- **KLoM** (Georgiev et al., "Attribute-to-Delete", ICLR 2025; :func:`expunge.metrics.klom`) on forget, retain and
+  test examples, mean and 95th percentile, beside the same oracle-vs-oracle baseline.
+- **U-LiRA** (Hayes et al., "Inexact Unlearning Needs More Careful Evaluations to Avoid a False Sense of Privacy",
+  SaTML 2025) with the audit's fixed forget set: the unlearned and the oracle models are each split at random into
+  two halves; per forget example, Gaussians are fitted to φ under the fit half's "trained then unlearned" models and
+  its "never trained" oracles (:func:`expunge.metrics.lira`, online), and every model of the other half is scored
+  by the likelihood ratio; then the halves swap roles (two-fold cross-fitting, so each model is scored once, by
+  Gaussians fitted without it). The attack says "unlearned" when the log ratio is > 0. Reported: accuracy over
+  held-out (model, example) pairs, balanced between unlearned and oracle models (50% = indistinguishable), AUC
+  (0.5), TPR at 1% and 0.1% FPR, and the accuracy per example. The same attack on baseline oracles vs oracles
+  gives the noise level (its expectation is exactly 50%). Per-example σ is used from
+  :data:`ULIRA_PER_EXAMPLE_VARIANCE_MIN` fit models per side on, a pooled σ below (as LiRA does with few models).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import numpy as np
+
+from ..metrics import AttackResult, ForgettingQuality, KLoMResult, forgetting_quality, klom, lira
+
+ULIRA_PER_EXAMPLE_VARIANCE_MIN = 32
+KLOM_SPLITS = ("forget", "retain", "test")
+
+
+@dataclass
+class ULiRAResult:
+    """U-LiRA over held-out models: pooled attack, accuracy at log ratio 0, and accuracy per example."""
+
+    attack: AttackResult
+    accuracy: float
+    per_example_accuracy: np.ndarray
+    n_fit: int                   # unlearned (= oracle) models per fit half, the smaller of the two folds
+
+    def summary(self, prefix: str = "ulira") -> dict[str, float]:
+        a = self.attack
+        return {f"{prefix}_accuracy": self.accuracy, f"{prefix}_auc": a.auc, f"{prefix}_tpr_at_1pct": a.tpr_at_1pct,
+                f"{prefix}_tpr_at_0_1pct": a.tpr_at_0_1pct, f"{prefix}_n_fit": float(self.n_fit)}
+
+
+def ulira(unlearned_phi: np.ndarray, oracle_phi: np.ndarray, *, seed: int = 0) -> ULiRAResult:
+    """U-LiRA from φ of the forget examples under unlearned ``[K_U, S]`` and oracle ``[K_R, S]`` models (each
+    K >= 2); see the module docstring."""
+    u, o = np.asarray(unlearned_phi, float), np.asarray(oracle_phi, float)
+    if u.ndim != 2 or o.ndim != 2 or u.shape[1] != o.shape[1] or min(u.shape[0], o.shape[0]) < 2:
+        raise ValueError(f"U-LiRA needs [models, examples] scores with >= 2 unlearned and >= 2 oracle models; got "
+                         f"{u.shape} and {o.shape}")
+    rng = np.random.default_rng(seed)
+    halves_u = np.array_split(rng.permutation(u.shape[0]), 2)
+    halves_o = np.array_split(rng.permutation(o.shape[0]), 2)
+    scores, is_unlearned = [], []
+    for fit, held in ((0, 1), (1, 0)):
+        fu, fo = halves_u[fit], halves_o[fit]
+        shadow = np.concatenate([u[fu], o[fo]])
+        shadow_in = np.zeros(shadow.shape, bool)
+        shadow_in[:len(fu)] = True
+        fixed = min(len(fu), len(fo)) < ULIRA_PER_EXAMPLE_VARIANCE_MIN
+        target = np.concatenate([u[halves_u[held]], o[halves_o[held]]])
+        scores.append(lira(target, shadow, shadow_in, online=True, fix_variance=fixed))
+        is_unlearned.append(np.repeat([True, False], [len(halves_u[held]), len(halves_o[held])]))
+    s = np.concatenate(scores)                                    # [K_U + K_R, S], each model scored once
+    member = np.concatenate(is_unlearned)
+    correct = (s > 0) == member[:, None]
+    per_example = 0.5 * (correct[member].mean(0) + correct[~member].mean(0))
+    attack = AttackResult.from_scores("ulira", s.ravel(), np.broadcast_to(member[:, None], s.shape).ravel(),
+                                      n_reference=2 * min(map(len, halves_u + halves_o)))
+    return ULiRAResult(attack, float(per_example.mean()), per_example, min(map(len, halves_u + halves_o)))
+
+
+@dataclass
+class Tier2:
+    """The tier-2 scores of one audit: method against oracles, and oracles against oracles (baseline)."""
+
+    challenge: ForgettingQuality
+    challenge_baseline: ForgettingQuality
+    klom: dict[str, KLoMResult]
+    klom_baseline: dict[str, KLoMResult]
+    ulira: ULiRAResult
+    ulira_baseline: ULiRAResult
+
+    def summary(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for prefix, fq in (("challenge", self.challenge), ("challenge_baseline", self.challenge_baseline)):
+            out.update(fq.summary(prefix))
+            out[f"{prefix}_eps_median"] = float(np.median(fq.epsilons))
+            out[f"{prefix}_retain_ratio"] = _nan(fq.retain_ratio)
+            out[f"{prefix}_test_ratio"] = _nan(fq.test_ratio)
+        for prefix, results in (("klom", self.klom), ("klom_baseline", self.klom_baseline)):
+            for split, r in results.items():
+                out[f"{prefix}_{split}_mean"] = r.mean
+                out[f"{prefix}_{split}_p95"] = r.percentile
+        out.update(self.ulira.summary("ulira"))
+        out.update(self.ulira_baseline.summary("ulira_baseline"))
+        return out
+
+
+def _nan(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def tier2(phi: dict[str, dict[str, np.ndarray]], accuracy: dict[str, dict[str, np.ndarray]], *,
+          seed: int = 0) -> Tier2:
+    """All tier-2 scores. ``phi[group][split]`` is ``[K, N]`` φ (= KLoM margin) for group in unlearned, oracle,
+    baseline and split in forget, retain, test; ``accuracy[group][split]`` the per-model accuracies ``[K]``."""
+    u, o, b = phi["unlearned"], phi["oracle"], phi["baseline"]
+
+    def challenge(group: str, scores: dict[str, np.ndarray]) -> ForgettingQuality:
+        return forgetting_quality(scores["forget"], o["forget"],
+                                  retain_acc=(accuracy[group]["retain"], accuracy["oracle"]["retain"]),
+                                  test_acc=(accuracy[group]["test"], accuracy["oracle"]["test"]))
+
+    return Tier2(challenge=challenge("unlearned", u), challenge_baseline=challenge("baseline", b),
+                 klom={s: klom(u[s], o[s]) for s in KLOM_SPLITS},
+                 klom_baseline={s: klom(b[s], o[s]) for s in KLOM_SPLITS},
+                 ulira=ulira(u["forget"], o["forget"], seed=seed),
+                 ulira_baseline=ulira(b["forget"], o["forget"], seed=seed))
