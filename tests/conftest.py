@@ -33,6 +33,14 @@ def make_task(**split) -> Task:
     return Task(train, test, forget, retain, original, oracle)
 
 
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A run store of the test's own (``$EXPUNGE_STORE``), so CLI runs never touch the user's."""
+    path = tmp_path / "runs.db"
+    monkeypatch.setenv("EXPUNGE_STORE", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def task() -> Task:
     """Random 10% forgetting on the generated task."""

@@ -10,12 +10,15 @@ import torch
 
 import expunge
 from expunge.audit import TIER1_REFERENCES, TIER2_MODELS, AuditResult, audit, tier_for, write_audit_reports
+from expunge.audit.tier1 import reference_attack
 from expunge.audit.tier2 import ulira
 from expunge.cli import main
 from expunge.data import generated_classification
 from expunge.evaluate import TIER0_CAVEAT
 from expunge.experiment import Comparison, MethodResult
+from expunge.metrics import lira, roc_auc
 from expunge.report import write_reports
+from expunge.store import RunStore
 
 RECIPE = dict(epochs=30, lr=0.05, batch_size=32)
 NOTHING = dict(epochs=1, lr=1e-5)      # fine-tuning that changes nothing: the models still remember the forget set
@@ -89,6 +92,24 @@ def test_ulira_known_distributions():
     # two unit Gaussians 3 apart: the likelihood-ratio test is right with probability Φ(1.5) = 0.933
     assert apart.accuracy == pytest.approx(0.933, abs=0.03) and apart.attack.auc > 0.97
     assert apart.per_example_accuracy.shape == (50,) and apart.n_fit == 16
+
+
+def test_tier1_target_comes_from_the_same_attack_as_the_models_number():
+    """With K = 64 oracles the model's attack uses per-example σ; the leave-one-out target (63 references each) must
+    use it too, or the two numbers come from different attacks."""
+    rng = np.random.default_rng(0)
+    mu, sd = rng.normal(0, 3, 200), rng.uniform(0.2, 3.0, 200)    # spreads differ between examples
+    ref = rng.normal(mu, sd, (64, 200))
+    is_forget = np.arange(200) < 50
+
+    def mean_auc(fixed):
+        scores = (lira(ref[i], np.delete(ref, i, 0), None, online=False, fix_variance=fixed) for i in range(32))
+        return np.mean([roc_auc(s[is_forget], s[~is_forget]) for s in scores])
+
+    r = reference_attack(ref[0], ref, is_forget)
+    assert r.n_heldout == 32 and r.n_reference == 64
+    assert r.oracle_auc == pytest.approx(mean_auc(False), abs=1e-12)
+    assert abs(mean_auc(True) - mean_auc(False)) > 1e-6                 # the two attacks differ here
 
 
 def test_tier_thresholds():
@@ -172,19 +193,13 @@ def test_comparison_reports_state_the_tier(tmp_path):
     assert json.loads(high["json"].read_text())["evidence_tier"] == 1
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    path = tmp_path / "runs.db"
-    monkeypatch.setenv("EXPUNGE_STORE", str(path))
-    return path
-
-
 def test_cli_audit_writes_reports_and_records_the_run(tmp_path, store, capsys):
     out = tmp_path / "audit"
     assert main(["audit", "examples/digits_audit.yaml", "train.epochs=2", "args.epochs=1", "--models", "4",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert TIER0_CAVEAT in printed and "most exposed" in printed and "U-LiRA accuracy" in printed
+    assert "Tier 1: offline LiRA" in printed and "(tier 1 needs 16)" in printed
     for name in ("audit.md", "audit.html", "audit.json"):
         assert (out / name).stat().st_size > 0
     data = json.loads((out / "audit.json").read_text())
@@ -201,6 +216,8 @@ def test_cli_audit_writes_reports_and_records_the_run(tmp_path, store, capsys):
     (["examples/digits_audit.yaml", "train.nope=1"], "config error at train.nope"),
     (["examples/digits_audit.yaml", "--models", "1"], "--models 1 is not allowed"),
     (["missing.yaml"], "config file not found"),
+    (["examples/digits_audit.yaml", "--threads", "0"], "--threads 0 is not allowed"),
+    (["examples/digits_audit.yaml", "data.name=friedman"], "the audit scores classifiers"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, store, capsys, argv, message):
     out = tmp_path / "a"
@@ -208,3 +225,5 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, store, capsys, argv, mes
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()
+    with RunStore(store) as db:
+        assert db.runs() == []                  # nothing recorded either

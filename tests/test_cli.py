@@ -8,13 +8,8 @@ import sys
 import pytest
 
 from expunge.cli import main
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    path = tmp_path / "runs.db"
-    monkeypatch.setenv("EXPUNGE_STORE", str(path))
-    return path
+from expunge.evaluate import TIER0_CAVEAT
+from expunge.store import RunStore
 
 
 def test_demo_end_to_end_reduced(tmp_path, store, capsys):
@@ -23,6 +18,7 @@ def test_demo_end_to_end_reduced(tmp_path, store, capsys):
     printed = capsys.readouterr().out
     assert "random 10% forgetting" in printed and "class-wise forgetting" in printed
     assert "oracle (target)" in printed and "random_label" in printed
+    assert TIER0_CAVEAT in printed                                    # the evidence tier is stated
     for name in ("report.md", "report.html", "results.json"):
         assert (out / name).stat().st_size > 0
     results = json.loads((out / "results.json").read_text())
@@ -59,6 +55,8 @@ def test_methods_command(capsys):
     (["run", "examples/digits_finetune.yaml", "forget.fraction=2"], "config error at forget.fraction"),
     (["demo", "--methods", "nope"], "unknown method 'nope'"),
     (["demo", "--seeds", "0"], "seeds must be"),
+    (["demo", "--epochs", "0"], "epochs must be an integer >= 1"),
+    (["demo", "--model", "vit"], "unknown demo model 'vit'"),
     (["runs", "show", "doesnotexist"], "no run with id"),
     (["frobnicate"], "No such command"),
 ])
@@ -69,6 +67,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, store, capsys, argv, message
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "d").exists()
+    with RunStore(store) as db:
+        assert db.runs() == []                  # nothing recorded either
 
 
 def test_console_script_exit_code(tmp_path):

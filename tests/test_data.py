@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 import expunge
-from expunge.data import ArrayDataset, as_dataset, features, fingerprint, infer_task, split_forget, targets
+from expunge.data import as_dataset, features, fingerprint, infer_task, split_forget, targets
 
 
 def small(n=20, classes=4):

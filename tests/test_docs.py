@@ -1,6 +1,7 @@
 """README and the architecture page stay true to the code."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -31,3 +32,64 @@ def test_architecture_page_names_existing_modules():
     # a bare file name (``scores.py`` in the metrics row) may live in any sub-package
     missing = sorted(n for n in named if not (src / n).exists() and not any(src.rglob(n.rstrip("/"))))
     assert not missing, f"docs/architecture.md names modules that do not exist: {missing}"
+
+
+def _results(name: str) -> dict:
+    return json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
+
+
+def test_readme_digits_benchmark_table_is_the_committed_result():
+    readme = (ROOT / "README.md").read_text()
+    results = _results("digits")
+    rows = {(r["setup"], r["scenario"], r["method"]): r for r in results["rows"]}
+    columns = [(f"digits/{model}", scenario) for model in ("mlp", "cnn")
+               for scenario in ("random 10%", "class 3", "worst-case 10%")]
+    methods = sorted({r["method"] for r in results["rows"]} - {"original", "oracle"})
+    assert len(methods) == 16
+    for method in methods:
+        gap = lambda r: "–" if r is None else f"{r['mean']['avg_gap']:.2f} ± {r['std']['avg_gap']:.2f}"
+        cells = [gap(rows.get((setup, scenario, method))) for setup, scenario in columns]
+        mlp = rows.get(("digits/mlp", "random 10%", method))
+        cells.append("–" if mlp is None else f"{mlp['mean']['seconds']:.2f}")
+        line = f"| `{method}` | " + " | ".join(cells) + " |"
+        assert line in readme, f"README's digits table disagrees with digits.json: {line}"
+    assert f"{results['jobs']['total']} jobs in {results['wall_seconds']:.0f} s" in readme
+
+
+def test_readme_audit_table_is_the_committed_result():
+    readme = (ROOT / "README.md").read_text()
+    data = _results("digits_audit")
+    s = data["summary"]
+    f = lambda key, digits: f"{s[key]:.{digits}f}"
+    both = lambda a, b, digits: f"{f(a, digits)} / {f(b, digits)}"
+    expected = [
+        f"| challenge F | {f('challenge_forget_quality', 3)} | {f('challenge_baseline_forget_quality', 3)} |",
+        f"| KLoM forget, mean / p95 | {both('klom_forget_mean', 'klom_forget_p95', 2)} | "
+        f"{both('klom_baseline_forget_mean', 'klom_baseline_forget_p95', 2)} |",
+        f"| U-LiRA accuracy / AUC | {both('ulira_accuracy', 'ulira_auc', 3)} | "
+        f"{both('ulira_baseline_accuracy', 'ulira_baseline_auc', 3)} |",
+        f"| U-LiRA TPR at 1% / 0.1% FPR | {f('ulira_tpr_at_1pct', 2)} / {f('ulira_tpr_at_0_1pct', 3)} | "
+        f"{both('ulira_baseline_tpr_at_1pct', 'ulira_baseline_tpr_at_0_1pct', 3)} |",
+        f"{data['meta']['wall seconds']:.0f} s on one core",
+        f"F is about {s['challenge_baseline_forget_quality']:.2f} even for exact retraining at K = {data['n_models']}",
+    ]
+    for text in expected:
+        assert text in readme, f"README's audit numbers disagree with digits_audit.json: {text}"
+    assert data["meta"]["config"] == "examples/digits_audit.yaml" and data["method"] == "finetune"
+
+
+def test_readme_measured_table_is_the_committed_results():
+    readme = (ROOT / "README.md").read_text()
+    sci = lambda x, digits: f"{x:.{digits}e}".replace("e-0", "e-")
+    grads, ens, sisa = _results("per_sample_grads"), _results("ensembles"), _results("sisa")
+    acc = {s["shards"]: s["test_accuracy"] for s in sisa["accuracy"]["sisa"]}
+    expected = [
+        f"{grads['speedup']:.1f}× faster, largest relative difference {sci(grads['max_rel_diff'], 1)}",
+        f"{ens['cost_ratio']:.1f}× the time of one (64 one after another: {ens['sequential_ratio']:.1f}×)",
+        f"within {sci(ens['max_abs_diff'], 0)} (median {sci(ens['median_abs_diff'], 0)})",
+        f"{sisa['deletion']['speedup_measured']:.1f}× faster ({sisa['deletion']['speedup_predicted']:.1f}× predicted",
+        f"test accuracy {acc[1]:.3f} at S=1, {acc[5]:.3f} at S=5, {acc[10]:.3f} at S=10 vs "
+        f"{sisa['accuracy']['single_model_test_accuracy']:.3f} for one model",
+    ]
+    for text in expected:
+        assert text in readme, f"README's measured table disagrees with benchmarks/results: {text}"

@@ -83,6 +83,24 @@ def test_dict_output_custom_loss_and_frozen_parameters():
         assert torch.allclose(grads[name], looped[name], atol=1e-6)
 
 
+def test_a_parameter_the_loss_never_reaches_gets_zeros():
+    """Both the vectorised path and the batched sum give zeros for a trainable parameter outside the graph."""
+    class WithUnused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.Linear(4, 3), nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.used(x)
+
+    torch.manual_seed(4)
+    model, x, y = WithUnused(), torch.randn(6, 4), torch.randint(0, 3, (6,))
+    fast, total = per_sample_grads(model, x, y), summed_grad(model, x, y)
+    unused = slice(num_params(model.used), None)
+    assert not fast[:, unused].any() and not total[unused].any()
+    assert torch.allclose(fast.sum(0), total, atol=1e-6) and bool(total.any())
+
+
 def test_chunk_size_does_not_change_the_result():
     torch.manual_seed(3)
     model = MLP(4, 3, hidden=(5,))

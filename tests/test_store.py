@@ -1,11 +1,11 @@
 """The SQLite run store."""
 from __future__ import annotations
 
-import sqlite3
+import math
 
 import pytest
 
-from expunge.store import RunStore, default_path
+from expunge.store import DuplicateRunError, RunStore, default_path
 
 
 def test_runs_params_metrics_artifacts(tmp_path):
@@ -46,3 +46,26 @@ def test_not_a_database(tmp_path):
     p.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ValueError, match="cannot be opened"):
         RunStore(p)
+
+
+def test_record_writes_a_finished_job_whole_and_once(tmp_path):
+    with RunStore(tmp_path / "r.db") as db:
+        rid = db.record("job", "unlearn", params={"spec": {"lr": 0.1}}, metrics={"ua": 2.0, "rte": float("nan")},
+                        tags={"job_key": "k1", "result": "{}"}, artifacts={"/tmp/m.safetensors": "model"},
+                        start_time=10.0, end_time=12.5)
+        rec = db.get(rid)
+        assert rec.status == "FINISHED" and rec.seconds == 2.5 and rec.params == {"spec.lr": 0.1}
+        assert rec.metrics["ua"] == 2.0 and math.isnan(rec.metrics["rte"])     # SQLite's NULL read back as NaN
+        assert rec.artifacts == {"/tmp/m.safetensors": "model"} and rec.tags["job_key"] == "k1"
+        jobs = db.tagged("job_key")
+        assert list(jobs) == ["k1"] and jobs["k1"].run_id == rid and math.isnan(jobs["k1"].metrics["rte"])
+        rows = lambda: [db._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                        for t in ("runs", "params", "metrics", "tags", "artifacts")]
+        before = rows()
+        with pytest.raises(DuplicateRunError, match="job_key='k1'"):
+            db.record("again", "unlearn", metrics={"ua": 9.0}, tags={"job_key": "k1"})
+        with pytest.raises(ValueError):                   # fails part-way (a metric that is not a number)
+            db.record("bad", "unlearn", params={"x": 1}, metrics={"ua": "high"}, tags={"job_key": "k2"})
+        assert rows() == before                           # neither left anything behind
+        with pytest.raises(ValueError, match="unknown run status 'DONE'"):
+            db.record("x", "run", status="DONE")

@@ -6,10 +6,12 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 import expunge
 from expunge.data import as_dataset
-from expunge.training import (DivergenceError, Recipe, batches, chain, fit, mask_gradients, pin_weights, zipped)
+from expunge.training import (DivergenceError, Recipe, batches, chain, fit, mask_gradients, pin_weights, supervised,
+                              task_loss, zipped)
 from tests.helpers import state_equal
 
 
@@ -160,3 +162,17 @@ def test_tagged_batches_get_their_own_optimiser():
     assert state_equal(both, alone)
     shared = fit(net(), alternating, recipe=recipe, seed=0)
     assert not state_equal(shared, alone)
+
+
+def test_bad_settings_and_an_empty_partner_are_refused():
+    d = data()
+    recipe = Recipe(epochs=1, lr=0.1)
+    for bad in (-1.0, float("nan"), "fast"):
+        with pytest.raises(ValueError, match=r"tag_lr\['a'\]"):
+            fit(net(), batches(d, 16), recipe=recipe, tag_lr={"a": bad})
+    with pytest.raises(TypeError, match="recipe must be an expunge.training.Recipe; got dict"):
+        fit(net(), batches(d, 16), recipe={"epochs": 1})
+    with pytest.raises(ValueError, match="loss='hinge' is not allowed"):
+        fit(net(), batches(d, 16), recipe=recipe, loss_fn=supervised(task_loss("hinge", "classification")))
+    with pytest.raises(ValueError, match="'retain' data is empty"):
+        zipped(("forget", d, 8), ("retain", Subset(d, []), 8))

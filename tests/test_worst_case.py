@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import expunge
-from expunge.worst_case import project_capped_simplex, select_worst_case
+from expunge.data.datasets import features, targets
+from expunge.methods._common import random_other_labels
+from expunge.training import batches
+from expunge.worst_case import _weighted_loss, project_capped_simplex, select_worst_case
 
-from tests.helpers import state_equal
 
 
 # --- projection onto {0 <= w <= 1, sum(w) = k} ---------------------------------------------------------------------
@@ -117,6 +120,26 @@ def test_same_seed_same_set_and_original_untouched(task):
     np.testing.assert_array_equal(a, b)
     after = task.original.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_lower_level_losses_weight_each_example_by_w(task):
+    """finetune: Σ(1 − w)·ℓ; gradient_ascent: −Σ w·ℓ; random_label: Σ[w·CE(other label) + (1 − w)·CE(label)] with
+    the other label drawn (never the true one) under seed + 1."""
+    model, train = task.original, task.train
+    x, y = features(train), targets(train)
+    batch = batches(train, len(train), shuffle=False)(0, torch.Generator())[0]
+    w = torch.rand(len(train), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ce = F.cross_entropy(model(x), y, reduction="none")
+        other = random_other_labels(y, 4, torch.Generator().manual_seed(3 + 1))
+        ce_other = F.cross_entropy(model(x), other, reduction="none")
+
+        def loss(method, weights):
+            return _weighted_loss(method, "classification", y, model, train, 3)(model, batch, None, weights)
+        torch.testing.assert_close(loss("finetune", w), ((1 - w) * ce).sum())
+        torch.testing.assert_close(loss("gradient_ascent", w), -(w * ce).sum())
+        torch.testing.assert_close(loss("random_label", w), (w * ce_other + (1 - w) * ce).sum())
+    assert not bool((other == y).any())
 
 
 def test_random_label_lower_level_runs(task):

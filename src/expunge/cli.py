@@ -1,6 +1,7 @@
 """The ``expunge`` command line. Thin: parses, calls the library, prints.
 
-Bad input prints one line (``error: ...``) and exits with code 2; a diverging run exits with code 1.
+Bad input prints one line (``error: ...``) and exits with code 2, before anything is written; a diverging run, or a
+bench with failed jobs, exits with code 1.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ try:  # typer >= 0.26 vendors click
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException as _UsageError
 
+from .evaluate import TIER0_CAVEAT, tier_statement
 from .store import RunStore, default_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -41,9 +43,10 @@ def demo(out: Path = typer.Option(Path("expunge-demo"), "--out", help="Directory
          epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the original's training epochs."),
          store: Optional[Path] = StoreOption) -> None:
     """Digits: original -> oracle -> every method, random-10% and class-wise forgetting; prints the table."""
-    from .demo import run_demo
-    from .report import aggregate, text_table
+    from .demo import check_options, run_demo
+    from .report import aggregate, report_tier, text_table
 
+    check_options(seeds=seeds, methods=methods, model=model, epochs=epochs)   # bad options: nothing recorded
     _echo(f"expunge demo: scikit-learn digits, {model.upper()}; original -> oracle (retrain) -> methods")
     with RunStore(store) as db, db.run("demo", "demo", params={"out": str(out), "seeds": seeds,
                                                                "methods": methods or "default",
@@ -59,7 +62,7 @@ def demo(out: Path = typer.Option(Path("expunge-demo"), "--out", help="Directory
         for kind, path in result["paths"].items():
             db.log_artifact(run_id, path.resolve(), kind)
         db.log_metrics(run_id, {"wall_seconds": result["wall_seconds"]})
-    _echo(f"\nEvidence tier 0: accuracies and a population MIA cannot show indistinguishability from retraining.")
+    _echo(f"\n{tier_statement(report_tier(result['sections']))}")
     _echo(f"Wrote {', '.join(str(p) for p in result['paths'].values())} in {result['wall_seconds']:.0f}s "
           f"(run {run_id}).")
 
@@ -97,6 +100,7 @@ def audit(config: Path = typer.Argument(..., help="Experiment YAML file, with an
     import torch
 
     from .audit import audit as run_audit
+    from .audit import check_audit
     from .audit.config import load_audit_config
     from .audit.report import text_summary, write_audit_reports
     from .experiment import prepare
@@ -106,14 +110,15 @@ def audit(config: Path = typer.Argument(..., help="Experiment YAML file, with an
         raise ValueError(f"--threads {threads} is not allowed; expected an integer >= 1")
     torch.set_num_threads(threads)
     k = settings.n_models
+    prepared = prepare(cfg)
+    request = dict(forget=prepared.forget, retain=prepared.retain, method=cfg.method, method_args=cfg.args,
+                   recipe=cfg.train.to_dict(), n_models=k, seed=settings.seed)
+    check_audit(prepared.template, prepared.train, prepared.test, **request)   # bad input: nothing recorded
     typer.echo(f"expunge audit {cfg.name}: method {cfg.method} {cfg.args or ''}; {k} originals, {2 * k} oracles "
                f"and {k} unlearned models", err=True)
-    prepared = prepare(cfg)
     params = {**cfg.to_dict(), "audit": {"n_models": k, "seed": settings.seed}, "out": str(out.resolve())}
     with RunStore(store) as db, db.run(cfg.name, "audit", params=params) as run_id:
-        result = run_audit(prepared.template, prepared.train, prepared.test, forget=prepared.forget,
-                           retain=prepared.retain, method=cfg.method, method_args=cfg.args,
-                           recipe=cfg.train.to_dict(), n_models=k, seed=settings.seed)
+        result = run_audit(prepared.template, prepared.train, prepared.test, **request)
         paths = write_audit_reports(result, out, title=f"expunge audit: {cfg.name}",
                                     meta={"config": str(config), "run": run_id})
         db.log_metrics(run_id, result.summary())
@@ -168,7 +173,7 @@ def bench(config: Path = typer.Argument(..., help="Benchmark YAML file (see exam
     if report:
         for sec in collect(out_dir).sections:
             _echo(f"\n{sec.title}\n" + text_table(sec.rows, tier=True))
-        _echo(f"\nWrote {', '.join(str(p) for p in outcome.paths.values())}.")
+        _echo(f"\n{TIER0_CAVEAT}\nWrote {', '.join(str(p) for p in outcome.paths.values())}.")
     if outcome.failures:
         label, error = outcome.failures[0]
         typer.echo(f"error: {len(outcome.failures)} job(s) failed (rerun to retry); first: {label}: {error}",
@@ -192,7 +197,7 @@ def report_cmd(target: str = typer.Argument(..., help="A bench directory, or a r
                store: Optional[Path] = StoreOption) -> None:
     """Write report.md, report.html (self-contained) and results.json for a bench or a run."""
     from .bench.compare import resolve
-    from .report import aggregate, run_sections, text_table, write_reports
+    from .report import aggregate, report_tier, run_sections, text_table, write_reports
 
     kind, value = resolve(target, store)
     if mlflow:
@@ -205,6 +210,7 @@ def report_cmd(target: str = typer.Argument(..., help="A bench directory, or a r
         paths = write_bench_report(value, dest=out)
         for sec in collect(value).sections:
             _echo(f"\n{sec.title}\n" + text_table(sec.rows, tier=True))
+        _echo(f"\n{TIER0_CAVEAT}")
         if mlflow:
             from .bench.export import to_mlflow
 
@@ -217,6 +223,7 @@ def report_cmd(target: str = typer.Argument(..., help="A bench directory, or a r
                               {"run": value.run_id, **value.params})
         for title, comps in sections.items():
             _echo(f"\n{title}\n" + text_table(aggregate(comps)))
+        _echo(f"\n{tier_statement(report_tier(sections))}")
     else:
         written = [p for p, k in value.artifacts.items() if k in ("md", "html", "json")]
         if not written:

@@ -23,8 +23,6 @@ RECIPE = {"epochs": 30, "lr": 0.05, "batch_size": 64, "momentum": 0.9, "weight_d
 MODELS = {"mlp": {"name": "mlp", "args": {"hidden": [128, 64]}, "label": "MLP hidden [128, 64]"},
           "cnn": {"name": "cnn", "args": {"width": 16}, "label": "small CNN (width 16)"}}
 FORGET_CLASS = 3
-# methods too slow for the 3-minute default on 2 cores run with --methods all
-SLOW: set[str] = set()
 
 
 def classification_methods() -> list[str]:
@@ -33,14 +31,10 @@ def classification_methods() -> list[str]:
             and not cls.needs_special_original]
 
 
-def default_methods() -> list[str]:
-    return [n for n in classification_methods() if n not in SLOW]
-
-
 def choose_methods(spec: str | Sequence[str] | None) -> list[str]:
-    """``None`` -> the default set; ``"all"`` -> every classification method; else the names given."""
+    """``None`` or ``"all"`` -> every classification method; else the names given."""
     if spec is None:
-        return default_methods()
+        return classification_methods()
     names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
     if names == ["all"]:
         return classification_methods()
@@ -51,21 +45,30 @@ def choose_methods(spec: str | Sequence[str] | None) -> list[str]:
     return names
 
 
+def check_options(*, seeds: int = 1, methods: str | Sequence[str] | None = None, model: str = "mlp",
+                  epochs: int | None = None) -> list[str]:
+    """Validate the demo's options (ValueError naming the bad one); return the chosen method names."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1; got {seeds!r}")
+    if model not in MODELS:
+        raise ValueError(f"unknown demo model {model!r}; allowed: {', '.join(MODELS)}")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ValueError(f"epochs must be an integer >= 1 (or None for the recipe's {RECIPE['epochs']}); "
+                         f"got {epochs!r}")
+    return choose_methods(methods)
+
+
 def run_demo(out: str | Path = "expunge-demo", *, seeds: int = 1, methods: str | Sequence[str] | None = None,
              model: str = "mlp", fraction: float = 0.1, forget_class: int = FORGET_CLASS, epochs: int | None = None,
              on_result: Callable[[str, int, MethodResult], None] | None = None) -> dict[str, Any]:
     """Run the demo; return the comparisons per scenario, the paths of the written reports and the methods skipped
     (with the reason)."""
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be an integer >= 1; got {seeds!r}")
-    if model not in MODELS:
-        raise ValueError(f"unknown demo model {model!r}; allowed: {', '.join(MODELS)}")
+    names = check_options(seeds=seeds, methods=methods, model=model, epochs=epochs)
     spec = MODELS[model]
-    names = choose_methods(methods)
     skipped = {n: "needs convolution layers; run with --model cnn" for n in names
                if registered()[n].requires_conv and spec["name"] not in CONV_MODELS}
     names = [n for n in names if n not in skipped]
-    recipe = dict(RECIPE, **({"epochs": epochs} if epochs else {}))
+    recipe = dict(RECIPE, **({"epochs": epochs} if epochs is not None else {}))
     start = time.perf_counter()
     sections: dict[str, list[Comparison]] = {f"random {fraction:.0%} forgetting": [],
                                              f"class-wise forgetting (class {forget_class})": []}

@@ -4,7 +4,8 @@ Classification (percent): ``forget_acc``, ``retain_acc``, ``test_acc``, ``ua`` =
 ``mia_efficacy`` (see ``metrics.mia``). For class-wise forgetting ``test_acc`` covers the remaining classes and
 ``test_forget_acc`` the forgotten ones. With a reference: ``gap_ua``, ``gap_retain_acc``, ``gap_test_acc``,
 ``gap_mia_efficacy`` (absolute differences) and ``avg_gap``, their mean (the Avg. Gap of the SalUn and Sparsity
-papers).
+papers; without ``test`` only ``gap_ua`` and ``gap_retain_acc`` exist and ``avg_gap`` is their mean, which is not
+comparable with the papers' four-metric Avg. Gap).
 
 Regression: ``forget_mae``, ``retain_mae``, ``test_mae``, ``mia_efficacy`` (loss-based), with a reference
 ``w1_to_reference`` (Wasserstein-1 between the two models' forget-set predictions) and the ``gap_*`` of each.
@@ -19,11 +20,13 @@ Stronger evidence (classification):
   method="retrain", seeds=range(16), ...)``): offline LiRA with the oracles as reference models attacks the
   model's forget examples against the test examples (both never seen by any oracle; see
   :mod:`expunge.audit.tier1`): ``lira_auc``, ``lira_tpr_at_1pct``, ``lira_tpr_at_0_1pct``, ``n_reference`` and the
-  same attack's mean over held-out oracles (leave one out), ``lira_oracle_auc``, ``lira_oracle_tpr_at_1pct``,
-  ``lira_oracle_tpr_at_0_1pct`` (the target values; an AUC of 0.5 is not the target). From
+  same attack's mean over ``lira_n_heldout`` held-out oracles (leave one out), ``lira_oracle_auc``,
+  ``lira_oracle_tpr_at_1pct``, ``lira_oracle_tpr_at_0_1pct`` (the target values; an AUC of 0.5 is not the target).
+  AUCs and TPRs are fractions in [0, 1], as the attack literature reports them, not percent. From
   ``TIER1_REFERENCES`` (16) oracles on, ``evidence_tier`` = 1.
 - ``evidence=`` an :class:`expunge.audit.AuditResult` of the method on this forget request: its tier-1 and tier-2
-  numbers (``AuditResult.evidence()``) are merged in and ``evidence_tier`` becomes the higher of the two tiers.
+  numbers (``AuditResult.evidence()``; scores, AUCs and TPRs as fractions, accuracies in percent) are merged in and
+  ``evidence_tier`` becomes the higher of the two tiers.
   The audit's tier-2 numbers describe the method's output distribution; its ``lira_*`` numbers describe the
   audit's own audited model and give way to this model's when ``oracles`` is also given.
 """
@@ -201,7 +204,3 @@ def _w1(a: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> float:
 
     a, b = regression_output(a, y).flatten(), regression_output(b, y).flatten()
     return float(wasserstein_distance(a.numpy(), b.numpy()))
-
-
-def is_finite_scores(scores: dict[str, Any]) -> bool:
-    return all(not isinstance(v, float) or not math.isnan(v) for v in scores.values())

@@ -197,7 +197,8 @@ def summed_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str
     """Σ over examples of the per-example gradients, as a flat ``[P]`` vector, by batched backward passes.
 
     Named losses are means over the batch, so ``len(batch) · loss(batch)`` is the sum of the per-example losses
-    (the model is in eval mode, so no example affects another's output).
+    (the model is in eval mode, so no example affects another's output). A parameter the loss does not reach gets
+    zeros, as in :func:`per_sample_grads`.
     """
     _check_inputs(x, y, chunk_size)
     if not isinstance(loss, str):
@@ -207,6 +208,7 @@ def summed_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str
     total = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
     with eval_mode(model):
         for xs, ys in zip(x.split(chunk_size), y.split(chunk_size)):
-            grads = torch.autograd.grad(loss_fn(model(xs), ys) * len(xs), params)
+            grads = torch.autograd.grad(loss_fn(model(xs), ys) * len(xs), params, allow_unused=True,
+                                        materialize_grads=True)   # zeros for unused parameters, as torch.func
             total += torch.cat([g.reshape(-1) for g in grads])
     return total

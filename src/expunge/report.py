@@ -78,11 +78,15 @@ def table_rows(rows: dict[str, list[dict[str, float]]], *,
     return header, body
 
 
-def text_table(rows: dict[str, list[dict[str, float]]], *, tier: bool = False) -> str:
-    header, body = table_rows(rows, tier=tier)
+def format_table(header: list[str], body: list[list[str]]) -> str:
+    """Fixed-width text columns: the first left-aligned, the others right-aligned, a rule under the header."""
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     fmt = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body])
+
+
+def text_table(rows: dict[str, list[dict[str, float]]], *, tier: bool = False) -> str:
+    return format_table(*table_rows(rows, tier=tier))
 
 
 def markdown_table(rows: dict[str, list[dict[str, float]]], *, tier: bool = False) -> str:
@@ -159,6 +163,29 @@ def _json_default(o: Any) -> Any:
     return float(o) if isinstance(o, (int, float)) else str(o)
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png_bytes(fig) -> bytes:
+    """``fig`` as PNG bytes; the figure is closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    pyplot().close(fig)
+    return buf.getvalue()
+
+
+def png_data_uri(fig) -> str:
+    """``fig`` as an inline ``data:image/png;base64,...`` URI; the figure is closed."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(fig)).decode()
+
+
 def _plot(rows: dict[str, list[dict[str, float]]]) -> str:
     """Avg.Gap against seconds for each method, as an inline PNG data URI ('' when not applicable)."""
     points = [(name, summarise(runs, "seconds")[0], summarise(runs, "avg_gap")[0]) for name, runs in rows.items()
@@ -166,12 +193,7 @@ def _plot(rows: dict[str, list[dict[str, float]]]) -> str:
     points = [p for p in points if not (math.isnan(p[1]) or math.isnan(p[2]))]
     if not points:
         return ""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
+    fig, ax = pyplot().subplots(figsize=(5, 3.2), dpi=110)
     for name, x, y in points:
         ax.scatter(x, y)
         ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -179,10 +201,7 @@ def _plot(rows: dict[str, list[dict[str, float]]]) -> str:
     ax.set_ylabel("Avg.Gap to oracle (lower is better)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return png_data_uri(fig)
 
 
 def _html(title: str, aggregated: dict[str, dict[str, list[dict[str, float]]]], meta: dict[str, Any],

@@ -209,10 +209,10 @@ class RunStore:
         rid = rec.run_id
         rec.params = {k: json.loads(v) for k, v in self._db.execute(
             "SELECT key, value FROM params WHERE run_id = ? ORDER BY key", (rid,))}
-        rec.metrics = dict(self._db.execute(
+        rec.metrics = {k: _metric(v) for k, v in self._db.execute(
             "SELECT key, value FROM metrics WHERE run_id = ? AND step = "
             "(SELECT MAX(step) FROM metrics m2 WHERE m2.run_id = metrics.run_id AND m2.key = metrics.key) "
-            "ORDER BY key", (rid,)).fetchall())
+            "ORDER BY key", (rid,))}
         rec.artifacts = dict(self._db.execute("SELECT path, kind FROM artifacts WHERE run_id = ?", (rid,)))
         rec.tags = dict(self._db.execute("SELECT key, value FROM tags WHERE run_id = ?", (rid,)))
         return rec
@@ -235,12 +235,17 @@ class RunStore:
         for rid, k, v in self._db.execute("SELECT run_id, key, value FROM metrics WHERE run_id IN (SELECT run_id "
                                           "FROM tags WHERE key = ?) ORDER BY step", (key,)):
             if rid in by_id:
-                by_id[rid].metrics[k] = float("nan") if v is None else v   # SQLite stores NaN as NULL
+                by_id[rid].metrics[k] = _metric(v)
         for rid, p, k in self._db.execute("SELECT run_id, path, kind FROM artifacts WHERE run_id IN (SELECT run_id "
                                           "FROM tags WHERE key = ?)", (key,)):
             if rid in by_id:
                 by_id[rid].artifacts[p] = k
         return out
+
+
+def _metric(value: float | None) -> float:
+    """A stored metric: SQLite stores NaN as NULL, read back as NaN."""
+    return float("nan") if value is None else value
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

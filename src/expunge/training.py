@@ -183,6 +183,9 @@ def zipped(main: tuple[str, Dataset, int], other: tuple[str, Dataset, int], *, t
     epoch has as many steps as ``main`` has batches. Each argument is ``(part name, dataset, batch size)``."""
     (mname, mdata, mbs), (oname, odata, obs) = main, other
     msrc, osrc = Source(mdata), Source(odata)
+    if len(osrc) == 0 and len(msrc) > 0:
+        raise ValueError(f"zipped: the {oname!r} data is empty, so its batches cannot be paired with the {mname!r} "
+                         "batches; give it at least one example")
 
     def plan(epoch: int, g: torch.Generator) -> list[Batch]:
         mchunks = list(msrc.order(g).split(mbs))
@@ -202,16 +205,21 @@ def chain(*plans: Plan) -> Plan:
 
 # --- losses ----------------------------------------------------------------------------------------------------
 
-def task_loss(kind: str, task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The per-batch mean loss for ``kind`` in LOSSES on a classification or regression task."""
+def task_loss(kind: str, task: str, *, reduction: str = "mean") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss for ``kind`` in LOSSES on a classification or regression task: its mean over the batch, or with
+    ``reduction='none'`` its values per example (per example and output for multi-output regression)."""
+    if kind not in LOSSES:
+        raise ValueError(f"loss={kind!r} is not allowed; expected one of {', '.join(LOSSES)}")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction={reduction!r} is not allowed; expected 'mean' or 'none'")
     if kind == "auto":
         kind = "cross_entropy" if task == "classification" else "mse"
     if kind == "cross_entropy":
         if task != "classification":
             raise ValueError("loss 'cross_entropy' needs a classification task; use 'mse' or 'l1' for regression")
-        return F.cross_entropy
+        return F.cross_entropy if reduction == "mean" else lambda out, y: F.cross_entropy(out, y, reduction="none")
     fn = F.mse_loss if kind == "mse" else F.l1_loss
-    return lambda out, y: fn(regression_output(out, y), y)
+    return lambda out, y: fn(regression_output(out, y), y, reduction=reduction)
 
 
 def regression_output(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -272,7 +280,13 @@ def fit(model: nn.Module, plan: Plan, *, recipe: Recipe, loss_fn=None, task: str
     """
     from tqdm.auto import tqdm
 
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"{name}: recipe must be an expunge.training.Recipe; got {type(recipe).__name__}")
     loss_fn = loss_fn or supervised(task_loss(recipe.loss, task))
+    for tag, factor in (tag_lr or {}).items():
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 <= factor < math.inf:
+            raise ValueError(f"{name}: tag_lr[{tag!r}]={factor!r} is not allowed; expected a learning-rate factor, "
+                             "a finite number >= 0")
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise ValueError(f"{name}: no trainable parameters")

@@ -79,7 +79,7 @@ from .data.datasets import resolve
 from .methods._common import num_outputs, random_other_labels
 from .methods.base import clone
 from .metrics import predict
-from .training import Batch, Recipe, StepContext, batches, fit, regression_output
+from .training import Batch, Recipe, StepContext, batches, fit, task_loss
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +180,8 @@ def sign_gradients(model: nn.Module) -> None:
 
 def per_example_loss(outputs: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     """Cross-entropy (classification) or squared error averaged over outputs (regression), per example."""
-    if task == "classification":
-        return F.cross_entropy(outputs, y, reduction="none")
-    err = (regression_output(outputs, y) - y) ** 2
-    return err.flatten(1).mean(1) if err.ndim > 1 else err
+    loss = task_loss("auto", task, reduction="none")(outputs, y)
+    return loss.flatten(1).mean(1) if loss.ndim > 1 else loss
 
 
 WeightedLoss = Callable[[nn.Module, Batch, StepContext, torch.Tensor], torch.Tensor]

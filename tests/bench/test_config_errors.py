@@ -8,6 +8,7 @@ import pytest
 from expunge.bench import parse_bench
 from expunge.cli import main
 from expunge.config import ConfigError
+from expunge.store import RunStore
 
 from .tiny import tiny, write_config
 
@@ -54,6 +55,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, store, capsys, argv, mes
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+    with RunStore(store) as db:
+        assert db.runs() == []                  # nothing recorded either
 
 
 def test_ray_engine_missing_says_how_to_install(tmp_path, store, capsys):

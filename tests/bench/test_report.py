@@ -7,10 +7,12 @@ import json
 import math
 import re
 import statistics
+from html import escape
 
 import pytest
 
 from expunge.cli import main
+from expunge.evaluate import TIER0_CAVEAT
 from expunge.store import RunStore
 
 from .tiny import tiny, write_config
@@ -46,12 +48,15 @@ def test_files_tables_and_plots(benches):
     assert body.count("src='data:image/png;base64,") == 4
     assert "http" not in body and "plots/" not in body          # nothing fetched: the file stands alone
     assert "tier" in body and "oracle (target)" in body
+    assert TIER0_CAVEAT in md and escape(TIER0_CAVEAT) in body     # every report states its evidence tier
 
 
 def test_results_json_has_mean_and_std_over_seeds(benches):
     out = benches[0]
     data = json.loads((out / "results.json").read_text())
     assert data["wall_seconds"] > 0 and data["jobs"]["finished"] == data["jobs"]["total"] == 14
+    assert data["evidence_tier"] == 0 and data["caveat"] == TIER0_CAVEAT
+    assert all(r["mean"]["evidence_tier"] == 0 for r in data["rows"] if r["method"] not in ("original", "oracle"))
     rows = {(r["scenario"], r["method"]): r for r in data["rows"]}
     assert set(rows) == {(s, m) for s in ("random 10%", "class 0")
                          for m in ("original", "oracle", "finetune", "gradient_ascent")}
@@ -73,7 +78,7 @@ def test_report_command_rewrites_a_bench_and_finds_it_by_run_id(benches, tmp_pat
     out, _, store = benches
     assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 0
     printed = capsys.readouterr().out
-    assert "classification: class 0" in printed and "gradient_ascent" in printed
+    assert "classification: class 0" in printed and "gradient_ascent" in printed and TIER0_CAVEAT in printed
     assert {p.name for p in (tmp_path / "r").iterdir()} >= {"report.md", "report.html", "results.json", "plots"}
     with RunStore(store) as db:
         bench_run = next(r for r in db.runs(kind="bench") if r.name == "a")

@@ -101,7 +101,7 @@ def test_one_driver_per_directory(tmp_path):
 
 def test_refusals_are_recorded_and_other_errors_retried(tmp_path, monkeypatch):
     from expunge.bench import jobs
-    from expunge.bench.report import collect
+    from expunge.bench.report import collect, summary_rows
 
     # laf refuses a model without the named extractor: a final outcome, recorded once, shown as failed
     spec = load_bench(write_config(tmp_path / "b.yaml", tiny(seeds=1, methods={"laf": {"extractor": "nope"},
@@ -120,8 +120,11 @@ def test_refusals_are_recorded_and_other_errors_retried(tmp_path, monkeypatch):
     monkeypatch.setitem(jobs.RUNNERS, "unlearn", real)
     second = run_bench(spec, out=tmp_path / "o", engine=LocalEngine(1), report=False)
     assert (second.ran, second.reused, second.failures) == (2, 5, [])
-    sec = collect(tmp_path / "o").sections[0]
+    results = collect(tmp_path / "o")
+    sec = results.sections[0]
     assert sec.rows["laf"] == [{"failed": 1.0}] and any("nope" in n for n in sec.notes)
+    laf = next(r for r in summary_rows(results) if r["method"] == "laf")
+    assert (laf["seeds"], laf["finished"], laf["mean"]) == (1, 0, {})
     from expunge.report import text_table
 
     assert "failed" in next(line for line in text_table(sec.rows).splitlines() if line.startswith("laf"))

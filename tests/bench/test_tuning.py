@@ -7,6 +7,9 @@ import json
 import pytest
 
 from expunge.bench import LocalEngine, load_bench, run_bench
+from expunge.bench.jobs import load_data
+from expunge.data.datasets import resolve
+from expunge.experiment import make_split
 from expunge.store import RunStore
 
 from .tiny import tiny, write_config
@@ -22,7 +25,8 @@ def test_tuned_once_reused_on_worst_case_and_reported(tmp_path):
                                    {"name": "worst 10%", "worst_case": {"fraction": 0.1, "method": "finetune"}}],
                tuning={"trials": 2, "methods": ["finetune"], "space": {"finetune": {"lr": SPACE}}})
     out = tmp_path / "o"
-    outcome = run_bench(load_bench(write_config(tmp_path / "b.yaml", cfg)), out=out, engine=LocalEngine(1))
+    spec = load_bench(write_config(tmp_path / "b.yaml", cfg))
+    outcome = run_bench(spec, out=out, engine=LocalEngine(1))
     assert not outcome.failures and outcome.blocked == 0
     with RunStore(out / "runs.db") as s:
         recs = list(s.tagged("job_key").values())
@@ -35,6 +39,9 @@ def test_tuned_once_reused_on_worst_case_and_reported(tmp_path):
     # the worst-case set has the requested size and differs from the random one
     indices = json.loads(by_kind["select"][0].tags["result"])["indices"]
     assert len(indices) == 18                   # 10% of the 180 training rows
+    train, _ = load_data(spec.setups[0].data, 0)
+    random_forget, _ = make_split(train, {"fraction": 0.1, "seed": 0}, 0)
+    assert set(indices) != set(resolve(random_forget)[1].tolist())
     sizes = {r.params["labels.scenario"]: r.metrics["forget_size"] for r in by_kind["oracle"]}
     assert sizes == {"random 10%": 18, "worst 10%": 18, "tuning for random 10%": 18}
     # both scenarios' finetune jobs used the tuned arguments; gradient_ascent kept its own

@@ -53,6 +53,26 @@ def test_msg_mask_holds_the_smallest_scores(cnn_task):
         assert float(s[masks[n]].max()) <= float(s[~masks[n]].min())
 
 
+def test_msg_score_is_the_retain_minus_forget_gradient(cnn_task):
+    """g = ∇θ[mean CE on R' − mean CE on F] at θ0 in eval mode, R' the seeded random subset of R as large as F;
+    the caller's mode and batch-norm statistics are left as they were."""
+    t = cnn_task
+    from expunge.methods.msg import score_gradient
+
+    model = copy.deepcopy(t.original).train()
+    state = copy.deepcopy(model.state_dict())
+    names = list(_convs(model))
+    g = score_gradient(model, t.forget, t.retain, names, torch.Generator().manual_seed(1))
+    assert model.training and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    pick = torch.randperm(len(t.retain), generator=torch.Generator().manual_seed(1))[:len(t.forget)]
+    ref = copy.deepcopy(t.original).eval()
+    loss = (F.cross_entropy(ref(features(t.retain)[pick]), targets(t.retain)[pick])
+            - F.cross_entropy(ref(features(t.forget)), targets(t.forget)))
+    params = dict(ref.named_parameters())
+    for n, want in zip(names, torch.autograd.grad(loss, [params[n] for n in names])):
+        torch.testing.assert_close(g[n], want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+
+
 def test_msg_scales_the_gradients_of_the_kept_weights(cnn_task):
     """One plain SGD step on the whole retain set: kept selected weights move by lr·0.1·g, re-initialised ones and
     every other parameter by lr·g, where g is the retain-loss gradient at the re-initialised weights."""

@@ -12,7 +12,6 @@ from expunge.data import ArrayDataset
 from expunge.methods import influence as influence_module
 from expunge.methods.fisher import diagonal_fisher, noise_distribution
 from expunge.methods.influence import influence_direction, woodfisher_inverse_vp
-from expunge.models import MLP
 from expunge.per_sample import per_sample_grads_loop
 
 from tests.helpers import state_equal

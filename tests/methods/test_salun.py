@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 import expunge
+from expunge.data.datasets import features, targets
 from expunge.methods.salun import saliency_mask, top_fraction_mask
 
 
@@ -15,9 +19,21 @@ def test_top_fraction_mask_is_global_and_exact():
 
 
 def test_mask_picks_the_largest_forget_gradients(task):
-    masks = saliency_mask(task.original, task.forget, 0.2)
+    """The mask holds round(ratio · total) weights, each with a larger |∇θ Σ_F CE| (computed here in one batch at
+    θ0, eval mode) than every weight outside it, ranked over all layers together."""
+    ratio = 0.2
+    masks = saliency_mask(task.original, task.forget, ratio)
     total = sum(m.numel() for m in masks.values())
-    assert sum(int(m.sum()) for m in masks.values()) == round(0.2 * total)
+    assert sum(int(m.sum()) for m in masks.values()) == round(ratio * total)
+    model = copy.deepcopy(task.original).eval()
+    loss = F.cross_entropy(model(features(task.forget)), targets(task.forget), reduction="sum")
+    names = [n for n, _ in model.named_parameters()]
+    grads = dict(zip(names, (g.abs() for g in torch.autograd.grad(loss, list(model.parameters())))))
+    inside = torch.cat([grads[n][masks[n]] for n in names])
+    outside = torch.cat([grads[n][~masks[n]] for n in names])
+    assert float(inside.min()) >= float(outside.max()) * (1 - 1e-4)
+    shares = [float(masks[n].float().mean()) for n in names]
+    assert max(shares) > 2 * ratio or min(shares) < ratio / 2, "ranked per layer, not globally"
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])

@@ -135,4 +135,10 @@ def test_rmia_with_one_reference_model_beats_a_global_threshold():
     halves = rng.random((4, n)) < 0.5
     shadows = np.stack([model(np.r_[h, np.zeros(m, bool)]) for h in halves])
     tuned = tune_rmia_a(shadows[:, :n], halves, shadows[:, n:])
-    assert tuned in RMIA_A_GRID and tuned < 1.0
+    # the chosen a is the one whose RMIA best attacks shadow model 0 with the other shadows as references
+    aucs = []
+    for a in RMIA_A_GRID:
+        s0 = rmia(shadows[0, :n], shadows[1:, :n], shadows[0, n:], shadows[1:, n:], reference_in=halves[1:], a=a)
+        aucs.append(roc_auc(s0[halves[0]], s0[~halves[0]]))
+    assert max(aucs) - min(aucs) > 0.01                 # the choice matters here
+    assert tuned == RMIA_A_GRID[int(np.argmax(aucs))] and tuned < 1.0

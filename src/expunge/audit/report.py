@@ -3,9 +3,7 @@ the CLI prints. Every number is shown beside its target: the oracle-vs-oracle ba
 oracle (tier 1)."""
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from pathlib import Path
@@ -15,13 +13,10 @@ import numpy as np
 
 from ..evaluate import tier_statement
 from ..modelio import atomic_write
+from ..report import STYLE, format_table, png_data_uri, pyplot
 from .result import TIER1_REFERENCES, TIER2_MODELS, AuditResult
 
 Table = tuple[str, list[str], list[list[str]]]
-STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
-         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-         "text-align:right}td:first-child,th:first-child{text-align:left}"
-         ".caveat{background:#fff4e0;padding:.6em 1em;border-left:4px solid #e90}")
 DEFINITIONS = (
     "ε: the NeurIPS 2023 unlearning challenge's per-example privacy loss of the best threshold attack on the "
     "logit-scaled confidence φ (unlearned vs oracle models); F = mean of 2^(−⌊2ε⌋) over the forget set (0 from "
@@ -98,14 +93,12 @@ def tables(r: AuditResult) -> list[Table]:
 
 def text_table(table: Table) -> str:
     title, header, body = table
-    widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
-    fmt = lambda row: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
-    return "\n".join([title, fmt(header), "  ".join("-" * w for w in widths)] + [fmt(row) for row in body])
+    return f"{title}\n{format_table(header, body)}"
 
 
 def text_summary(r: AuditResult) -> str:
-    """The tier statement, the tier-2 table and the most exposed examples, as the CLI prints them."""
-    return "\n\n".join([tier_statement(r.tier), text_table(tier2_table(r)),
+    """The tier statement, the tier-2 and tier-1 tables and the most exposed examples, as the CLI prints them."""
+    return "\n\n".join([tier_statement(r.tier), text_table(tier2_table(r)), text_table(tier1_table(r)),
                         text_table(exposed_table(r))])
 
 
@@ -156,13 +149,8 @@ def _html(r: AuditResult, title: str, statement: str, info: dict[str, Any]) -> s
 
 def _plots(r: AuditResult) -> str:
     """Per-example ε (method vs baseline) and the U-LiRA ROC on log axes, as one inline PNG data URI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     t2 = r.tier2
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(9, 3.4), dpi=100)
     eps = [np.minimum(t2.challenge.epsilons, 8), np.minimum(t2.challenge_baseline.epsilons, 8)]
     left.hist(eps, bins=np.linspace(0, 8, 33), label=[r.method, "oracles vs oracles"])
     left.set_xlabel("per-example ε (capped at 8 for display)")
@@ -176,7 +164,4 @@ def _plots(r: AuditResult) -> str:
     right.set(xscale="log", yscale="log", xlabel="FPR", ylabel="TPR", title="U-LiRA")
     right.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return png_data_uri(fig)

@@ -40,8 +40,9 @@ def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset
     (``expunge.evaluate`` against a baseline oracle). The audited model is ``original`` unlearned with ``method``
     and seed ``seed`` when given, else the first unlearned model. Classification only. Repeatable for a seed.
     """
-    k, args = _check(template, train, test, forget, retain, method, method_args, recipe, n_models, seed, original)
-    index = _positions(train, forget, retain, test)
+    args, index = check_audit(template, train, test, forget=forget, retain=retain, method=method,
+                              method_args=method_args, recipe=recipe, n_models=n_models, seed=seed, original=original)
+    k = n_models
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     log.info("audit of %s with K=%d models of each kind (tier %d reachable)", method, k, tier_for(k))
@@ -65,6 +66,15 @@ def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset
     log.info("audit done in %.1fs: tier %d", seconds["wall"], tier)
     return AuditResult(tier=tier, n_models=k, method=method, method_args=args, seed=seed, seconds=seconds,
                        audited=audited, **result)
+
+
+def check_audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset, retain: Dataset,
+                method: str, method_args: dict[str, Any] | None = None, recipe: dict[str, Any], n_models: int = 64,
+                seed: int = 0, original: nn.Module | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """What :func:`audit` checks before training anything (ValueError/TypeError naming the bad input); returns the
+    method's arguments and each forget example's position in ``train``."""
+    args = _check(template, train, test, forget, retain, method, method_args, recipe, n_models, seed, original)
+    return args, _positions(train, forget, retain, test)
 
 
 def _score(model: nn.Module, ensembles: dict[str, E.Ensemble], train: Dataset, test: Dataset, forget: Dataset,
@@ -181,7 +191,7 @@ def _check(template, train, test, forget, retain, method, method_args, recipe, n
     if isinstance(m.args, TrainArgs):
         m.args.recipe()                       # the method's training settings, checked before any training
     check_request(template, forget, retain, m)
-    return n_models, args
+    return args
 
 
 class _Stages:

@@ -54,9 +54,11 @@ class ReferenceAttack:
         return {**self.summary(), "attack": self.attack.to_dict()}
 
 
-def offline_scores(target_phi: np.ndarray, reference_phi: np.ndarray) -> np.ndarray:
-    """Offline LiRA scores (higher = member) of target φ ``[N]`` or ``[T, N]`` against reference φ ``[K, N]``."""
-    fixed = reference_phi.shape[0] < PER_EXAMPLE_VARIANCE_MIN
+def offline_scores(target_phi: np.ndarray, reference_phi: np.ndarray, *, fixed: bool | None = None) -> np.ndarray:
+    """Offline LiRA scores (higher = member) of target φ ``[N]`` or ``[T, N]`` against reference φ ``[K, N]``;
+    ``fixed`` (global σ) defaults to K < :data:`PER_EXAMPLE_VARIANCE_MIN`."""
+    if fixed is None:
+        fixed = reference_phi.shape[0] < PER_EXAMPLE_VARIANCE_MIN
     return lira(target_phi, reference_phi, None, online=False, fix_variance=fixed)
 
 
@@ -66,19 +68,22 @@ def reference_attack(model_phi: Any, oracle_phi: Any, is_forget: Any, *, heldout
 
     ``is_forget`` ``[N]`` marks the forget examples (the attack's members; the others are test examples).
     ``heldout_phi`` ``[H, N]``: oracles not among the references, attacked the same way for the target value;
-    without them, leave-one-out over the references (needs K >= 3).
+    without them, leave-one-out over the references (needs K >= 3), with the same variance estimate as the model's
+    attack, so that both numbers come from one attack.
     """
     ref = np.asarray(oracle_phi, float)
     if ref.ndim != 2 or ref.shape[0] < 2:
         raise ValueError(f"the tier-1 attack needs at least 2 oracle reference models; got φ of shape {ref.shape}")
     member = np.asarray(is_forget, bool)
     k = ref.shape[0]
-    attack = AttackResult.from_scores("lira_offline", offline_scores(np.asarray(model_phi, float), ref), member,
-                                      n_reference=k)
+    fixed = k < PER_EXAMPLE_VARIANCE_MIN
+    attack = AttackResult.from_scores("lira_offline", offline_scores(np.asarray(model_phi, float), ref, fixed=fixed),
+                                      member, n_reference=k)
     if heldout_phi is not None:
-        held = offline_scores(np.asarray(heldout_phi, float), ref)
+        held = offline_scores(np.asarray(heldout_phi, float), ref, fixed=fixed)
     elif k >= 3:
-        held = np.stack([offline_scores(ref[i], np.delete(ref, i, axis=0)) for i in range(min(k, LEAVE_ONE_OUT_MAX))])
+        held = np.stack([offline_scores(ref[i], np.delete(ref, i, axis=0), fixed=fixed)
+                         for i in range(min(k, LEAVE_ONE_OUT_MAX))])
     else:
         held = np.empty((0, ref.shape[1]))
     results = [AttackResult.from_scores("lira_offline_oracle", s, member, n_reference=k) for s in held]

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..report import format_table
 from ..store import RunRecord, RunStore
 
 METRICS = [("UA", "ua"), ("RA", "retain_acc"), ("TA", "test_acc"), ("MIA", "mia_efficacy"),
@@ -46,12 +47,6 @@ def _fmt(v: Any) -> str:
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
-def _table(header: list[str], body: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    fmt = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
-    return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body])
-
-
 def _delta(x: Any, y: Any) -> str:
     if not isinstance(x, (int, float)) or not isinstance(y, (int, float)) or math.isnan(x) or math.isnan(y):
         return "–"
@@ -77,7 +72,7 @@ def compare_benches(a: Path, b: Path) -> str:
         body.append([" | ".join(key)] + cells)
         if ra.get("args") != rb.get("args"):
             lines.append(f"arguments differ for {' | '.join(key)}: {ra.get('args')} vs {rb.get('args')}")
-    return "\n".join(lines[:2] + [""] + ([_table(header, body)] if body else ["no rows in common"]) + lines[2:])
+    return "\n".join(lines[:2] + [""] + ([format_table(header, body)] if body else ["no rows in common"]) + lines[2:])
 
 
 def compare_runs(a: RunRecord, b: RunRecord) -> str:
@@ -86,9 +81,9 @@ def compare_runs(a: RunRecord, b: RunRecord) -> str:
     keys = sorted(set(a.params) | set(b.params))
     diff = [[k, str(a.params.get(k, "–")), str(b.params.get(k, "–"))] for k in keys
             if a.params.get(k) != b.params.get(k)]
-    lines += ["parameters that differ:", _table(["param", "A", "B"], diff) if diff else "  none", ""]
+    lines += ["parameters that differ:", format_table(["param", "A", "B"], diff) if diff else "  none", ""]
     mkeys = sorted(set(a.metrics) | set(b.metrics))
     body = [[k, _fmt(a.metrics.get(k)), _fmt(b.metrics.get(k)), _delta(a.metrics.get(k), b.metrics.get(k))]
             for k in mkeys]
-    lines += ["metrics:", _table(["metric", "A", "B", "B - A"], body) if body else "  none"]
+    lines += ["metrics:", format_table(["metric", "A", "B", "B - A"], body) if body else "  none"]
     return "\n".join(lines)

@@ -6,10 +6,9 @@ metric and is drawn as a reference (a star on the Pareto plot, a dashed line on 
 """
 from __future__ import annotations
 
-import io
 import math
 
-from ..report import summarise
+from ..report import png_bytes, pyplot, summarise
 
 ORACLE = "oracle (target)"
 BAR_METRICS = [("UA", "ua"), ("RA", "retain_acc"), ("TA", "test_acc"), ("MIA", "mia_efficacy"),
@@ -22,22 +21,6 @@ def gap_key(rows: dict[str, list[dict[str, float]]]) -> str:
     """The distance to the oracle that summarises a method: Avg.Gap (classification) or W1 (regression)."""
     regression = any("forget_mae" in s for runs in rows.values() for s in runs)
     return "w1_to_reference" if regression else "avg_gap"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    _pyplot().close(fig)
-    return buf.getvalue()
 
 
 def pareto_front(points: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
@@ -65,7 +48,7 @@ def pareto_plot(rows: dict[str, list[dict[str, float]]], title: str) -> bytes | 
     if not points:
         return None
     key = gap_key(rows)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=110)
     for name, x, y in points:
         ax.errorbar(x, y, yerr=summarise(rows[name], key)[1] or None, fmt="o", ms=5, capsize=2)
@@ -85,7 +68,7 @@ def pareto_plot(rows: dict[str, list[dict[str, float]]], title: str) -> bytes | 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def metric_bars(rows: dict[str, list[dict[str, float]]], title: str) -> bytes | None:
@@ -95,7 +78,7 @@ def metric_bars(rows: dict[str, list[dict[str, float]]], title: str) -> bytes | 
     metrics = [(label, key) for label, key in choices if any(key in s for n in methods for s in rows[n])]
     if not methods or not metrics:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.2), dpi=110, squeeze=False)
     for ax, (label, key) in zip(axes[0], metrics):
         stats = [summarise(rows[n], key) for n in methods]
@@ -111,4 +94,4 @@ def metric_bars(rows: dict[str, list[dict[str, float]]], title: str) -> bytes | 
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)

@@ -109,11 +109,11 @@ def summary_rows(results: BenchResults) -> list[dict[str, Any]]:
     out = []
     for sec in results.sections:
         for name, runs in sec.rows.items():
-            keys = sorted({k for s in runs for k in s})
+            keys = sorted({k for s in runs for k in s} - {"failed"})   # "failed" marks a failed seed's entry
             stats = {k: summarise(runs, k) for k in keys}
             out.append({"setup": sec.setup, "scenario": sec.scenario,
                         "method": "oracle" if name == ORACLE else name, "seeds": len(runs),
-                        "finished": sum(1 for s in runs if s), "args": sec.args.get(name),
+                        "finished": sum(1 for s in runs if s and not s.get("failed")), "args": sec.args.get(name),
                         "tuned": sec.tuned.get(name), "mean": {k: _num(v[0]) for k, v in stats.items()},
                         "std": {k: _num(v[1]) for k, v in stats.items()}})
     return out

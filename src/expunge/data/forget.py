@@ -1,7 +1,7 @@
 """Forget requests: which training examples to forget, as index-preserving forget/retain subsets."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np

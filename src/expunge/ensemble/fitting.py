@@ -24,7 +24,6 @@ import time
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -32,7 +31,7 @@ from ..data.datasets import ArrayDataset, resolve
 from ..methods._common import fresh_initialisation
 from ..methods.base import output_size
 from ..provenance import stamp
-from ..training import Batch, DivergenceError, Part, Recipe, StepContext, fit, regression_output, task_loss
+from ..training import Batch, DivergenceError, Part, Recipe, StepContext, fit, task_loss
 from .memory import hold_freed_memory
 from .stacked import Ensemble
 
@@ -96,7 +95,7 @@ def member_batches(base: ArrayDataset, rows: torch.Tensor, seeds: Sequence[int],
 
 def member_loss(kind: str, task: str, name: str) -> Callable[[nn.Module, Batch, StepContext], torch.Tensor]:
     """The sum over members of each member's mean loss on its own batch (``kind`` as in ``Recipe.loss``)."""
-    elementwise = per_example_loss(kind, task)
+    elementwise = task_loss(kind, task, reduction="none")   # member k's loss: the mean over its batch
 
     def loss_fn(model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
         part = batch["data"]
@@ -109,18 +108,6 @@ def member_loss(kind: str, task: str, name: str) -> Callable[[nn.Module, Batch, 
                                   f"{ctx.epoch + 1}, step {ctx.step + 1}; lower the learning rate or the epochs")
         return losses.sum()
     return loss_fn
-
-
-def per_example_loss(kind: str, task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``training.task_loss(kind, task)`` without the reduction: its mean over a member's batch is that member's
-    loss (members are flattened into the batch axis, which is cheaper than ``vmap`` over a decomposed loss)."""
-    task_loss(kind, task)                                    # validates kind against task
-    if kind == "auto":
-        kind = "cross_entropy" if task == "classification" else "mse"
-    if kind == "cross_entropy":
-        return lambda out, y: F.cross_entropy(out, y, reduction="none")
-    fn = F.mse_loss if kind == "mse" else F.l1_loss
-    return lambda out, y: fn(regression_output(out, y), y, reduction="none")
 
 
 def clip_members(max_norm: float) -> Callable[[nn.Module], None]:

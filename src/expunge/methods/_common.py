@@ -1,25 +1,23 @@
 """Pieces shared by several methods: losses on named batch parts, relabelling, fresh initialisation, the output
-layer."""
+layer, frozen networks and the forget- or retain-loss gradient at the current weights."""
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.datasets import ArrayDataset, features, resolve, targets
-from ..training import Batch, StepContext, task_loss
+from ..per_sample import eval_mode
+from ..training import supervised, task_loss
 
 
 def supervised_on(part: str, task: str, kind: str = "auto", sign: float = 1.0):
     """loss_fn: ``sign * loss(model(x), y)`` on one named part of the batch."""
     loss = task_loss(kind, task)
-
-    def loss_fn(model: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
-        p = batch[part]
-        return sign * loss(model(p.x), p.y)
-    return loss_fn
+    return supervised(lambda out, y: sign * loss(out, y), part)
 
 
 def random_other_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -102,3 +100,31 @@ def final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
         raise ValueError(f"the model ({type(model).__name__}) has no nn.Linear layer; this method needs a final "
                          "nn.Linear output layer (give the model a `head` attribute holding it)")
     return linears[-1]
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with every parameter's ``requires_grad`` off (a fixed teacher or auxiliary network)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def ce_gradient(model: nn.Module, data: Dataset, params: dict[str, nn.Parameter] | None = None, *,
+                mean: bool = False, chunk: int = 256) -> dict[str, torch.Tensor]:
+    """∇θ of the cross-entropy over ``data`` summed over examples (``mean=True``: averaged), at the model's current
+    weights in eval mode (each submodule's mode is restored), for ``params`` by name (default: every parameter
+    with ``requires_grad``). No step is taken and no ``.grad`` is touched; a parameter the loss does not reach
+    gets zeros."""
+    if params is None:
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    grads = {n: torch.zeros_like(p) for n, p in params.items()}
+    x, y = features(data), targets(data)
+    with eval_mode(model):
+        for xs, ys in zip(x.split(chunk), y.split(chunk)):
+            loss = F.cross_entropy(model(xs), ys, reduction="sum")
+            if mean:
+                loss = loss / len(x)
+            for n, g in zip(params, torch.autograd.grad(loss, list(params.values()), allow_unused=True)):
+                if g is not None:
+                    grads[n] += g
+    return grads

@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from ..data.datasets import ArrayDataset, features
 from ..training import Batch, StepContext, batches, fit
-from ._common import fresh_initialisation
+from ._common import fresh_initialisation, frozen
 from .base import Method, Needs, TrainArgs, clone, register
 
 
@@ -69,12 +69,6 @@ def forget_first_union(forget: Dataset, retain: Dataset, fraction: float, genera
     return ArrayDataset(x, torch.zeros(len(x), dtype=torch.long), task="classification"), len(xf)
 
 
-def frozen(model: nn.Module) -> nn.Module:
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.eval()
-
-
 @register
 class BadTeacher(Method):
     name = "bad_teacher"
@@ -90,11 +84,8 @@ class BadTeacher(Method):
     def validate(self) -> None:
         super().validate()
         a = self.args
-        if not 0 < a.retain_fraction <= 1:
-            raise ValueError(f"method 'bad_teacher': retain_fraction={a.retain_fraction!r} is not allowed; "
-                             "expected a fraction in (0, 1]")
-        if not a.temperature > 0:
-            raise ValueError(f"method 'bad_teacher': temperature={a.temperature!r} is not allowed; expected > 0")
+        self.require(("retain_fraction", 0 < a.retain_fraction <= 1, "a fraction in (0, 1]"),
+                     ("temperature", a.temperature > 0, "a number > 0"))
 
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         a = self.args

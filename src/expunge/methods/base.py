@@ -38,6 +38,9 @@ _REGISTRY: dict[str, type["Method"]] = {}
 
 @dataclass(frozen=True)
 class Needs:
+    """What a method reads. :func:`check_request` honours it: it reads no label of a set whose labels the method
+    does not read."""
+
     retain: bool = True          # reads the retain set
     labels: bool = True          # reads labels (of forget and/or retain data)
     forget_labels: bool = True   # reads the forget set's labels
@@ -92,8 +95,15 @@ class Method:
     def validate(self) -> None:
         """Check argument values beyond their types; raise ValueError naming the argument."""
         prune = getattr(self.args, "prune", None)
-        if prune is not None and not 0 <= prune < 1:
-            raise ValueError(f"method {self.name!r}: prune={prune!r} is not allowed; expected a sparsity in [0, 1)")
+        self.require(("prune", prune is None or 0 <= prune < 1, "a sparsity in [0, 1)"))
+
+    def require(self, *checks: tuple[str, bool, str]) -> None:
+        """Raise ValueError for the first failed check, each ``(argument, ok, what is allowed)``, naming the method,
+        the argument and its value."""
+        for arg, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"method {self.name!r}: {arg}={getattr(self.args, arg)!r} is not allowed; "
+                                 f"expected {allowed}")
 
     # -- the verb ---------------------------------------------------------------------------------------------
     def unlearn(self, model: nn.Module, *, forget: Dataset, retain: Dataset | None = None,
@@ -291,7 +301,8 @@ def check_request(model: nn.Module, forget: Dataset, retain: Dataset | None, met
         raise ValueError(f"method {method.name!r} needs retain data; pass retain=...")
     if task == "classification" and method.needs.labels:
         k = output_size(model, fbase.x[fidx[:1]])
-        for name, data in (("forget", forget), ("retain", retain)):
+        checked = (("forget", forget),) if method.needs.forget_labels else ()
+        for name, data in checked + (("retain", retain),):   # a set whose labels the method never reads is not read
             if data is None or len(data) == 0:  # type: ignore[arg-type]
                 continue
             base, idx = resolve(data)

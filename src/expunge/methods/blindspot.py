@@ -128,12 +128,8 @@ class Blindspot(Method):
     def validate(self) -> None:
         super().validate()
         a = self.args
-        if a.beta < 0:
-            raise ValueError(f"method 'blindspot': beta={a.beta!r} is not allowed; expected a number >= 0")
-        if a.proxy_epochs < 1:
-            raise ValueError(f"method 'blindspot': proxy_epochs={a.proxy_epochs!r} is not allowed; expected >= 1")
-        if not a.proxy_lr > 0:
-            raise ValueError(f"method 'blindspot': proxy_lr={a.proxy_lr!r} is not allowed; expected > 0")
+        self.require(("beta", a.beta >= 0, "a number >= 0"), ("proxy_epochs", a.proxy_epochs >= 1, "an integer >= 1"),
+                     ("proxy_lr", a.proxy_lr > 0, "a number > 0"))
 
     def proxy(self, model: nn.Module, retain: Dataset, seed: int) -> nn.Module:
         """The blindspot model: fresh weights, a few epochs on the retain set."""

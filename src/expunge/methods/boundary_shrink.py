@@ -120,14 +120,10 @@ class BoundaryShrink(Method):
     def validate(self) -> None:
         super().validate()
         a = self.args
-        checks = [("attack", a.attack in ATTACKS, " / ".join(ATTACKS)), ("bound", a.bound > 0, "a number > 0"),
-                  ("pgd_step", a.pgd_step > 0, "a number > 0"), ("pgd_steps", a.pgd_steps >= 1, "an integer >= 1"),
-                  ("clip", a.clip is None or (len(a.clip) == 2 and a.clip[0] < a.clip[1]),
-                   "None or [low, high] with low < high")]
-        for arg, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"method 'boundary_shrink': {arg}={getattr(a, arg)!r} is not allowed; "
-                                 f"expected {allowed}")
+        self.require(("attack", a.attack in ATTACKS, " / ".join(ATTACKS)), ("bound", a.bound > 0, "a number > 0"),
+                     ("pgd_step", a.pgd_step > 0, "a number > 0"), ("pgd_steps", a.pgd_steps >= 1, "an integer >= 1"),
+                     ("clip", a.clip is None or (len(a.clip) == 2 and a.clip[0] < a.clip[1]),
+                      "None or [low, high] with low < high"))
 
     def labels(self, model: nn.Module, forget: Dataset) -> torch.Tensor:
         """The nearest-wrong-class label of every forget example under ``model`` (the original)."""

@@ -171,19 +171,15 @@ class FisherForgetting(Method):
     def validate(self) -> None:
         super().validate()
         a = self.args
-        for arg in ("alpha", "max_variance", "head_max_variance"):
-            if not getattr(a, arg) > 0:
-                raise ValueError(f"method 'fisher': {arg}={getattr(a, arg)!r} is not allowed; expected a number > 0")
-        if a.fisher not in FISHER_KINDS:
-            raise ValueError(f"method 'fisher': fisher={a.fisher!r} is not allowed; "
-                             f"expected one of {', '.join(FISHER_KINDS)}")
-        if a.forget_classes is not None and (len(set(a.forget_classes)) != len(a.forget_classes)
-                                             or any(c < 0 for c in a.forget_classes)):
-            raise ValueError(f"method 'fisher': forget_classes={a.forget_classes!r} is not allowed; expected "
-                             "distinct class indices >= 0, [] (no class removed) or None (from the forget request)")
-        if a.chunk_size is not None and a.chunk_size < 1:
-            raise ValueError(f"method 'fisher': chunk_size={a.chunk_size!r} is not allowed; "
-                             "expected an integer >= 1 or None (automatic)")
+        classes = a.forget_classes
+        self.require(*[(arg, getattr(a, arg) > 0, "a number > 0") for arg in ("alpha", "max_variance",
+                                                                               "head_max_variance")],
+                     ("fisher", a.fisher in FISHER_KINDS, f"one of {', '.join(FISHER_KINDS)}"),
+                     ("forget_classes", classes is None or (len(set(classes)) == len(classes)
+                                                            and all(c >= 0 for c in classes)),
+                      "distinct class indices >= 0, [] (no class removed) or None (from the forget request)"),
+                     ("chunk_size", a.chunk_size is None or a.chunk_size >= 1,
+                      "an integer >= 1 or None (automatic)"))
 
     def classes(self, model: nn.Module, forget: Dataset) -> list[int]:
         """The output rows to remove: ``forget_classes`` if given, else those of a class-wise request. Checks that

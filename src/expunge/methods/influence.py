@@ -136,16 +136,11 @@ class Influence(Method):
     def validate(self) -> None:
         super().validate()
         a = self.args
-        if not a.alpha > 0:
-            raise ValueError(f"method 'influence': alpha={a.alpha!r} is not allowed; expected a number > 0")
-        if not a.damping > 0:
-            raise ValueError(f"method 'influence': damping={a.damping!r} is not allowed; expected a number > 0")
-        if a.max_samples is not None and a.max_samples < 1:
-            raise ValueError(f"method 'influence': max_samples={a.max_samples!r} is not allowed; "
-                             "expected an integer >= 1 or None (all of the retain set)")
-        if a.chunk_size is not None and a.chunk_size < 1:
-            raise ValueError(f"method 'influence': chunk_size={a.chunk_size!r} is not allowed; "
-                             "expected an integer >= 1 or None (automatic)")
+        self.require(("alpha", a.alpha > 0, "a number > 0"), ("damping", a.damping > 0, "a number > 0"),
+                     ("max_samples", a.max_samples is None or a.max_samples >= 1,
+                      "an integer >= 1 or None (all of the retain set)"),
+                     ("chunk_size", a.chunk_size is None or a.chunk_size >= 1,
+                      "an integer >= 1 or None (automatic)"))
 
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         a = self.args

@@ -59,8 +59,7 @@ class L1Sparse(Method):
 
     def validate(self) -> None:
         super().validate()
-        if not self.args.alpha >= 0:
-            raise ValueError(f"method 'l1_sparse': alpha={self.args.alpha!r} is not allowed; expected a number >= 0")
+        self.require(("alpha", self.args.alpha >= 0, "a number >= 0"))
 
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         a = self.args

@@ -54,6 +54,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..training import Batch, Plan, Recipe, StepContext, batches, fit, zipped
+from ._common import frozen
 from ._embedding import embed, embed_all, extractor_of
 from .base import Method, Needs, TrainArgs, register
 
@@ -139,17 +140,14 @@ class LAF(Method):
     def validate(self) -> None:
         super().validate()
         a = self.args
-        checks = [("temperature", a.temperature > 0, "a number > 0"),
-                  ("latent_dim", a.latent_dim >= 1, "an integer >= 1"),
-                  ("vae_epochs", a.vae_epochs >= 1, "an integer >= 1"), ("vae_lr", a.vae_lr > 0, "a number > 0"),
-                  ("vae_batch_size", a.vae_batch_size >= 1, "an integer >= 1"),
-                  ("forget_batch_size", a.forget_batch_size >= 1, "an integer >= 1"),
-                  ("kl_weight", a.kl_weight >= 0, "a number >= 0"),
-                  ("extract_weight", a.extract_weight >= 0, "a number >= 0"),
-                  ("extractor", bool(a.extractor), "the name of the model's extractor submodule")]
-        for arg, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"method 'laf': {arg}={getattr(a, arg)!r} is not allowed; expected {allowed}")
+        self.require(("temperature", a.temperature > 0, "a number > 0"),
+                     ("latent_dim", a.latent_dim >= 1, "an integer >= 1"),
+                     ("vae_epochs", a.vae_epochs >= 1, "an integer >= 1"), ("vae_lr", a.vae_lr > 0, "a number > 0"),
+                     ("vae_batch_size", a.vae_batch_size >= 1, "an integer >= 1"),
+                     ("forget_batch_size", a.forget_batch_size >= 1, "an integer >= 1"),
+                     ("kl_weight", a.kl_weight >= 0, "a number >= 0"),
+                     ("extract_weight", a.extract_weight >= 0, "a number >= 0"),
+                     ("extractor", bool(a.extractor), "the name of the model's extractor submodule"))
 
     def train_vae(self, embeddings: torch.Tensor, data: Dataset, seed: int, which: str) -> EmbeddingVAE:
         """A VAE fitted to ``embeddings`` (row i belongs to example i of ``data``), then frozen."""
@@ -167,9 +165,7 @@ class LAF(Method):
                         weight_decay=0.0, schedule="constant")
         fit(vae, batches(data, a.vae_batch_size), recipe=recipe, loss_fn=loss_fn, seed=seed,
             name=f"{self.name}:{which}-vae")
-        for p in vae.parameters():
-            p.requires_grad_(False)
-        return vae.eval()
+        return frozen(vae)
 
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         a = self.args

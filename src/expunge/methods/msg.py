@@ -37,12 +37,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from ..data.datasets import features, targets
 from ..training import batches, fit, mask_gradients
+from ._common import ce_gradient
 from .base import Method, Needs, TrainArgs, register
 
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -76,32 +75,15 @@ def selected_weights(model: nn.Module, layers: str) -> dict[str, nn.Parameter]:
     return chosen
 
 
-def mean_ce_gradient(model: nn.Module, data: Dataset, params: list[nn.Parameter],
-                     chunk: int = 256) -> list[torch.Tensor]:
-    """∇θ of the mean cross-entropy over ``data`` for ``params``, accumulated over chunks of ``chunk`` examples."""
-    x, y = features(data), targets(data)
-    total = [torch.zeros_like(p) for p in params]
-    for xs, ys in zip(x.split(chunk), y.split(chunk)):
-        loss = F.cross_entropy(model(xs), ys, reduction="sum") / len(x)
-        for acc, g in zip(total, torch.autograd.grad(loss, params)):
-            acc += g
-    return total
-
-
 def score_gradient(model: nn.Module, forget: Dataset, retain: Dataset, names: list[str],
                    generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """g = ∇θ[CE(R') − CE(F)] at the current weights (eval mode) for the parameters in ``names``; R' is a random
-    subset of ``retain`` as large as ``forget``."""
+    """g = ∇θ[CE(R') − CE(F)], each CE a mean over its examples, at the current weights (eval mode) for the
+    parameters in ``names``; R' is a random subset of ``retain`` as large as ``forget``."""
     named = dict(model.named_parameters())
-    params = [named[n] for n in names]
+    params = {n: named[n] for n in names}
     sub = Subset(retain, torch.randperm(len(retain), generator=generator)[:len(forget)].tolist())
-    was_training = model.training
-    model.eval()
-    try:
-        g_r, g_f = mean_ce_gradient(model, sub, params), mean_ce_gradient(model, forget, params)
-    finally:
-        model.train(was_training)
-    return {n: r - f for n, r, f in zip(names, g_r, g_f)}
+    g_r, g_f = ce_gradient(model, sub, params, mean=True), ce_gradient(model, forget, params, mean=True)
+    return {n: g_r[n] - g_f[n] for n in names}
 
 
 def smallest_fraction_masks(scores: dict[str, torch.Tensor], rate: float) -> dict[str, torch.Tensor]:
@@ -147,12 +129,9 @@ class MSG(Method):
     def validate(self) -> None:
         super().validate()
         a = self.args
-        checks = [("init_rate", 0 <= a.init_rate <= 1, "a fraction in [0, 1]"),
-                  ("grad_scale", a.grad_scale >= 0, "a number >= 0"),
-                  ("layers", a.layers in LAYERS, " / ".join(LAYERS))]
-        for arg, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"method 'msg': {arg}={getattr(a, arg)!r} is not allowed; expected {allowed}")
+        self.require(("init_rate", 0 <= a.init_rate <= 1, "a fraction in [0, 1]"),
+                     ("grad_scale", a.grad_scale >= 0, "a number >= 0"),
+                     ("layers", a.layers in LAYERS, " / ".join(LAYERS)))
 
     def masks(self, model: nn.Module, forget: Dataset, retain: Dataset, seed: int) -> dict[str, torch.Tensor]:
         """The re-initialisation masks (True = re-initialised) per selected weight."""

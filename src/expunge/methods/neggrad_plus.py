@@ -45,8 +45,7 @@ class NegGradPlus(Method):
 
     def validate(self) -> None:
         super().validate()
-        if not 0 <= self.args.alpha <= 1:
-            raise ValueError(f"method 'neggrad_plus': alpha={self.args.alpha!r} is not allowed; expected [0, 1]")
+        self.require(("alpha", 0 <= self.args.alpha <= 1, "a number in [0, 1]"))
 
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         a = self.args

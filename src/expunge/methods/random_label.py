@@ -1,10 +1,11 @@
 """Random labels (RL): relabel the forget set with wrong classes and train on it together with the retain set.
 
 Paper: Golatkar et al., "Eternal Sunshine of the Spotless Net", CVPR 2020 (as the RL baseline), and Jia et al.,
-NeurIPS 2023. Reference: https://github.com/OPTML-Group/Unlearn-Sparse and Unlearn-Saliency (``unlearn/RL.py``),
-which train on the shuffled union of the relabelled forget set and the retain set.
+NeurIPS 2023. Reference: https://github.com/OPTML-Group/Unlearn-Saliency (``unlearn/RL.py``), which, for CIFAR-100
+and TinyImageNet, trains on the shuffled union of the relabelled forget set and the retain set, as here (for
+CIFAR-10 and SVHN it takes one pass over the relabelled forget set, then one over the retain set, each epoch).
 Deviation, on purpose: the reference draws labels uniformly from all classes, so some forget examples keep their
-true label; here each new label is drawn uniformly from the *other* classes.
+true label; here each new label is drawn uniformly from the *other* classes, once, under the seed.
 Needs: forget and retain data with labels; classification only.
 Defaults: 10 epochs, SGD lr 0.01 (OPTML). Grid: lr in {0.001, 0.005, 0.01, 0.05}, epochs in {5, 10}.
 """

@@ -11,8 +11,11 @@ runs, in order:
   student's forget-set outputs away from the teacher's (forget labels are not read);
 - a min-step pass over R: minimise γ·CE + α·KL_T(teacher‖student), i.e. keep the retain behaviour.
 
-Both passes share one optimiser, as in the reference. They are one plan for the training loop: per epoch the
-max-step batches (tag "max") followed by the min-step batches (tag "min"); the loss dispatches on the tag.
+The first max-step pass starts with the student equal to the teacher, where the divergence and its gradient
+vanish, so it does little unless train mode (batch norm, dropout) or weight decay sets the student apart, as in
+the reference; the max steps of later epochs act on what the min steps have changed. Both passes share one
+optimiser, as in the reference. They are one plan for the training loop: per epoch the max-step batches (tag
+"max") followed by the min-step batches (tag "min"); the loss dispatches on the tag.
 Needs: forget data (features only) and retain data with labels; classification only.
 Defaults: the paper's large-scale setting: SGD lr 5e-4, momentum 0.9, weight decay 5e-4, 3 epochs, msteps 2, T 4,
 γ 0.99, α 0.001, batch 128 on R and 32 on F (the reference's settings live in notebooks, which disagree with each
@@ -30,6 +33,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..training import Batch, Plan, StepContext, batches, chain, fit
+from ._common import frozen
 from .base import Method, Needs, TrainArgs, clone, register
 
 
@@ -74,12 +78,9 @@ class Scrub(Method):
     def validate(self) -> None:
         super().validate()
         a = self.args
-        checks = [("msteps", a.msteps >= 0, "an integer >= 0"), ("temperature", a.temperature > 0, "a number > 0"),
-                  ("gamma", a.gamma >= 0, "a number >= 0"), ("alpha", a.alpha >= 0, "a number >= 0"),
-                  ("forget_batch_size", a.forget_batch_size >= 1, "an integer >= 1")]
-        for arg, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"method 'scrub': {arg}={getattr(a, arg)!r} is not allowed; expected {allowed}")
+        self.require(("msteps", a.msteps >= 0, "an integer >= 0"), ("temperature", a.temperature > 0, "a number > 0"),
+                     ("gamma", a.gamma >= 0, "a number >= 0"), ("alpha", a.alpha >= 0, "a number >= 0"),
+                     ("forget_batch_size", a.forget_batch_size >= 1, "an integer >= 1"))
 
     def plan(self, forget: Dataset, retain: Dataset) -> Plan:
         a = self.args
@@ -89,9 +90,7 @@ class Scrub(Method):
 
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         a = self.args
-        teacher = clone(model).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        teacher = frozen(clone(model))
 
         def loss_fn(m: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
             if batch.tag == "max":

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data.datasets import ArrayDataset, features, targets
+from ..data.datasets import targets
 from ..training import Source
+from ._common import relabelled_union
 from .base import Method, Needs, register
 
 
@@ -70,12 +71,6 @@ def dampening_factors(forget_imp: torch.Tensor, data_imp: torch.Tensor, alpha: f
     return torch.where(selected, ratio.clamp(max=1.0), torch.ones_like(forget_imp))
 
 
-def union(forget: Dataset, retain: Dataset) -> ArrayDataset:
-    """D = F ∪ R as one in-memory dataset."""
-    return ArrayDataset(torch.cat([features(forget), features(retain)]),
-                        torch.cat([targets(forget), targets(retain)]), task="classification")
-
-
 @register
 class SSD(Method):
     name = "ssd"
@@ -91,17 +86,13 @@ class SSD(Method):
     def validate(self) -> None:
         super().validate()
         a = self.args
-        if not a.alpha > 0:
-            raise ValueError(f"method 'ssd': alpha={a.alpha!r} is not allowed; expected a number > 0")
-        if not a.lam >= 0:
-            raise ValueError(f"method 'ssd': lam={a.lam!r} is not allowed; expected a number >= 0")
-        if a.batch_size < 1:
-            raise ValueError(f"method 'ssd': batch_size={a.batch_size!r} is not allowed; expected an integer >= 1")
+        self.require(("alpha", a.alpha > 0, "a number > 0"), ("lam", a.lam >= 0, "a number >= 0"),
+                     ("batch_size", a.batch_size >= 1, "an integer >= 1"))
 
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         a = self.args
         forget_imp = importance(model, forget, a.batch_size, seed)
-        data_imp = importance(model, union(forget, retain), a.batch_size, seed)
+        data_imp = importance(model, relabelled_union(forget, retain, targets(forget)), a.batch_size, seed)
         with torch.no_grad():
             for n, p in model.named_parameters():
                 if n in forget_imp:

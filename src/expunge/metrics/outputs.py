@@ -8,6 +8,7 @@ from torch.utils.data import Dataset
 
 from ..data.datasets import resolve
 from ..training import regression_output
+from .scores import confidence
 
 
 @torch.no_grad()
@@ -24,8 +25,9 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 1024) -> to
 
 
 def true_class_confidence(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """p(y | x) under the model's softmax."""
-    return F.softmax(logits.double(), dim=-1).gather(1, y[:, None]).squeeze(1).float()
+    """p(y | x) under the model's softmax, as a float32 tensor (:func:`expunge.metrics.scores.confidence`, the
+    same score as a float64 numpy array)."""
+    return torch.from_numpy(confidence(logits, y)).float()
 
 
 def per_example_loss(outputs: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
