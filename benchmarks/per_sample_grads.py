@@ -20,10 +20,10 @@ recorded too). Agreement: the worst example's relative error ‖vectorised − l
 relative error of the sums (streamed). The headline ``speedup`` and ``max_rel_diff`` are the MLP's matrix numbers.
 
 The vectorised path is memory-bound: with glibc's default malloc settings, memory freed after each chunk is returned
-to the operating system and faulted back in for the next one, which can cost it up to half its time (the loop,
-which allocates little, is unaffected). ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 python
-benchmarks/per_sample_grads.py`` keeps that memory; the settings in force are recorded under
-``environment.malloc_env``.
+to the operating system and faulted back in for the next one, which can cost it a third of its time. So
+``per_sample_grads`` first asks glibc to keep freed memory (``expunge._memory.hold_freed_memory``, process-wide;
+``hold_memory=False`` to opt out), as ensemble training does; the loop, which allocates little, runs under the same
+settings. Whether they were in effect is recorded under ``environment.malloc_held``.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 import expunge
+from expunge._memory import hold_freed_memory
 from expunge.data import digits
 from expunge.per_sample import (auto_chunk, eval_mode, iter_per_sample_grads, num_params, per_sample_grads,
                                 per_sample_grads_loop, trainable)
@@ -126,7 +127,8 @@ def main() -> None:
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                         "python": platform.python_version(), "machine": platform.machine(),
                         "cpus": os.cpu_count(),
-                        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}},
+                        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+                        "malloc_held": hold_freed_memory()},
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -82,11 +82,15 @@ def test_readme_measured_table_is_the_committed_results():
     readme = (ROOT / "README.md").read_text()
     sci = lambda x, digits: f"{x:.{digits}e}".replace("e-0", "e-")
     grads, ens, sisa = _results("per_sample_grads"), _results("ensembles"), _results("sisa")
+    ens2 = _results("ensembles_threads2")
     acc = {s["shards"]: s["test_accuracy"] for s in sisa["accuracy"]["sisa"]}
     expected = [
         f"{grads['speedup']:.1f}× faster, largest relative difference {sci(grads['max_rel_diff'], 1)}",
         f"{ens['cost_ratio']:.1f}× the time of one (64 one after another: {ens['sequential_ratio']:.1f}×)",
         f"within {sci(ens['max_abs_diff'], 0)} (median {sci(ens['median_abs_diff'], 0)})",
+        f"{ens2['cost_ratio']:.1f}× the time of one (64 one after another: {ens2['sequential_ratio']:.1f}×;",
+        f"the CNN {grads['models']['cnn']['matrix']['speedup']:.1f}×, the summed squares (Fisher) "
+        f"{grads['models']['mlp']['streamed']['speedup']:.1f}×",
         f"{sisa['deletion']['speedup_measured']:.1f}× faster ({sisa['deletion']['speedup_predicted']:.1f}× predicted",
         f"test accuracy {acc[1]:.3f} at S=1, {acc[5]:.3f} at S=5, {acc[10]:.3f} at S=10 vs "
         f"{sisa['accuracy']['single_model_test_accuracy']:.3f} for one model",

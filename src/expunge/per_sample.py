@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from ._memory import hold_freed_memory
 from .data.datasets import infer_task
 from .training import LOSSES, task_loss
 
@@ -104,11 +105,16 @@ def auto_chunk(model: nn.Module, n: int) -> int:
 
 
 def iter_per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: Loss = "auto",
-                          task: str | None = None,
-                          chunk_size: int | None = None) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
+                          task: str | None = None, chunk_size: int | None = None,
+                          hold_memory: bool = True) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
     """Yield ``(rows, grads)`` chunk by chunk: ``grads[name]`` is ``[len(rows), *param.shape]``, the gradients
-    of examples ``x[rows]``. Use it to reduce over examples (e.g. sum of squares) without holding all of them."""
+    of examples ``x[rows]``. Use it to reduce over examples (e.g. sum of squares) without holding all of them.
+
+    ``hold_memory``: first ask glibc to keep freed memory for reuse (:func:`expunge._memory.hold_freed_memory`;
+    process-wide and lasting), which saves re-faulting every chunk's temporaries."""
     _check_inputs(x, y, chunk_size)
+    if hold_memory:
+        hold_freed_memory()
     loss_fn = resolve_loss(loss, y, task)
     params = {n: p.detach() for n, p in trainable(model).items()}
     consts = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
@@ -127,14 +133,15 @@ def iter_per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
 
 def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: Loss = "auto",
-                     task: str | None = None, chunk_size: int | None = None,
-                     flat: bool = True) -> torch.Tensor | dict[str, torch.Tensor]:
+                     task: str | None = None, chunk_size: int | None = None, flat: bool = True,
+                     hold_memory: bool = True) -> torch.Tensor | dict[str, torch.Tensor]:
     """Gradient of each example's loss with respect to the trainable parameters, vectorised with torch.func.
 
     Returns a ``[N, P]`` matrix (``flat=True``; columns in ``named_parameters`` order, as :func:`add_flat_`
     expects) or a dict ``name -> [N, *param.shape]``. ``loss`` is a name in ``training.LOSSES`` (``'auto'``:
     cross-entropy for integer targets, MSE for floating ones) or a callable; ``chunk_size`` examples are processed
-    at once (default: about ``CHUNK_ELEMENTS`` gradient entries per chunk).
+    at once (default: about ``CHUNK_ELEMENTS`` gradient entries per chunk). ``hold_memory``: see
+    :func:`iter_per_sample_grads`.
 
     >>> import torch
     >>> net = torch.nn.Linear(3, 2)
@@ -143,7 +150,8 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss
     """
     _check_inputs(x, y, chunk_size)
     out = _allocate(trainable(model), len(x), flat)
-    for rows, grads in iter_per_sample_grads(model, x, y, loss=loss, task=task, chunk_size=chunk_size):
+    for rows, grads in iter_per_sample_grads(model, x, y, loss=loss, task=task, chunk_size=chunk_size,
+                                             hold_memory=hold_memory):
         start = 0
         for name, g in grads.items():
             if flat:   # each block goes straight to its columns: no concatenated copy of the chunk

@@ -26,8 +26,8 @@ epochs on digits. Training amplifies such differences, so after long runs an occ
 
 Cost (``benchmarks/ensembles.py``, 64 digits MLPs, one CPU thread): the arithmetic of 64 members is 64 times one
 model's; what the ensemble saves is the per-step overhead that dominates a small model trained alone. Ensemble
-training also sets glibc's malloc thresholds process-wide (:mod:`.memory`; ``hold_memory=False`` to opt out) and
-uses fused optimiser kernels.
+training also sets glibc's malloc thresholds process-wide (:mod:`expunge._memory`; ``hold_memory=False`` to opt
+out) and uses fused optimiser kernels.
 """
 from .fitting import clip_members, fit_members, member_rows, train
 from .masks import half_masks

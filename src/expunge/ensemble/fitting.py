@@ -12,7 +12,7 @@ The ensemble is presented to ``fit`` as a single model (:class:`~expunge.ensembl
 - gradient-norm clipping is per member (a grad hook computing each member's norm over its own slices), never
   global across members;
 - the optimiser uses PyTorch's fused kernels (one pass over each stacked parameter), and glibc is asked to keep
-  freed memory (:mod:`~expunge.ensemble.memory`): both matter on CPU, where a step's arithmetic is cheap.
+  freed memory (:mod:`expunge._memory`): both matter on CPU, where a step's arithmetic is cheap.
 
 Members must train on equally many examples, so that each takes the same number of steps per epoch as it would
 alone; unequal subsets raise ValueError.
@@ -32,7 +32,7 @@ from ..methods._common import fresh_initialisation
 from ..methods.base import output_size
 from ..provenance import stamp
 from ..training import Batch, DivergenceError, Part, Recipe, StepContext, fit, task_loss
-from .memory import hold_freed_memory
+from .._memory import hold_freed_memory
 from .stacked import Ensemble
 
 MemberData = Dataset | Sequence[Dataset]
@@ -130,7 +130,7 @@ def fit_members(starts: Sequence[nn.Module], data: MemberData, *, seeds: Sequenc
     :func:`member_rows`) with its own seed. Member k equals ``fit(copy of starts[k], batches(its data,
     batch_size), recipe=recipe, seed=seeds[k])`` up to floating-point rounding. Returns the trained
     :class:`Ensemble`; its records are copies of the starts' (callers stamp them). ``hold_memory``: first call
-    :func:`~expunge.ensemble.memory.hold_freed_memory` (process-wide; see there)."""
+    :func:`~expunge._memory.hold_freed_memory` (process-wide; see there)."""
     seeds = check_seeds(seeds, len(starts))
     base, rows = member_rows(data, len(seeds), masks)
     return _fit_rows(starts, base, rows, seeds, recipe, name, hold_memory)
