@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from ..metrics import AttackResult, ForgettingQuality, KLoMResult, forgetting_quality, klom, lira
