@@ -34,6 +34,15 @@ def test_failures_are_recorded(tmp_path):
             db.get("zzzz")
 
 
+def test_a_status_set_by_the_body_is_kept(tmp_path):
+    """A bench whose jobs partly failed ends its own run as FAILED; leaving the block must not overwrite that."""
+    with RunStore(tmp_path / "r.db") as db:
+        with db.run("bench", "bench") as rid:
+            db.end_run(rid, "FAILED", "2 job(s) failed")
+        rec = db.get(rid)
+        assert rec.status == "FAILED" and rec.error == "2 job(s) failed"
+
+
 def test_location_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("EXPUNGE_STORE", str(tmp_path / "env.db"))
     assert default_path() == tmp_path / "env.db"

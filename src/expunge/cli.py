@@ -152,20 +152,15 @@ def bench(config: Path = typer.Argument(..., help="Benchmark YAML file (see exam
         typer.echo(f"expunge bench {spec.name}: {len(grid.jobs)} jobs ({counts}) on {runner.describe()}; "
                    f"output in {out_dir}", err=True)
         with RunStore(store) as db:
-            run_id = db.start_run(spec.name, "bench", params={"config": str(config), "overrides": overrides or [],
-                                                              "out": str(out_dir.resolve()), "engine": engine})
-            try:
+            with db.run(spec.name, "bench", params={"config": str(config), "overrides": overrides or [],
+                                                    "out": str(out_dir.resolve()), "engine": engine}) as run_id:
                 outcome = run_bench(spec, out=out_dir, engine=runner, progress=True, report=report)
-            except BaseException as e:
-                killed = isinstance(e, KeyboardInterrupt)
-                db.end_run(run_id, "KILLED" if killed else "FAILED", "interrupted" if killed else str(e))
-                raise
-            db.log_metrics(run_id, {"wall_seconds": outcome.wall_seconds, "jobs_run": outcome.ran,
-                                    "jobs_reused": outcome.reused, "jobs_failed": len(outcome.failures)})
-            for kind, path in outcome.paths.items():
-                db.log_artifact(run_id, path.resolve(), kind)
-            db.end_run(run_id, "FAILED" if outcome.failures else "FINISHED",
-                       f"{len(outcome.failures)} job(s) failed" if outcome.failures else None)
+                db.log_metrics(run_id, {"wall_seconds": outcome.wall_seconds, "jobs_run": outcome.ran,
+                                        "jobs_reused": outcome.reused, "jobs_failed": len(outcome.failures)})
+                for kind, path in outcome.paths.items():
+                    db.log_artifact(run_id, path.resolve(), kind)
+                if outcome.failures:
+                    db.end_run(run_id, "FAILED", f"{len(outcome.failures)} job(s) failed")
     finally:
         runner.close()
     typer.echo(f"ran {outcome.ran} jobs, reused {outcome.reused}, blocked {outcome.blocked}, failed "

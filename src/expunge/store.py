@@ -180,7 +180,8 @@ class RunStore:
 
     @contextmanager
     def run(self, name: str, kind: str, **kwargs: Any) -> Iterator[str]:
-        """Start a run; mark it FINISHED on success, FAILED (with the error) on an exception, KILLED on Ctrl-C."""
+        """Start a run; mark it FINISHED on success (unless the body ended it itself, e.g. as FAILED because some
+        of its jobs failed), FAILED (with the error) on an exception, KILLED on Ctrl-C."""
         run_id = self.start_run(name, kind, **kwargs)
         try:
             yield run_id
@@ -190,7 +191,10 @@ class RunStore:
         except BaseException as e:
             self.end_run(run_id, "FAILED", f"{type(e).__name__}: {e}")
             raise
-        self.end_run(run_id, "FINISHED")
+        with self._tx() as db:
+            status = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0]
+        if status == "RUNNING":
+            self.end_run(run_id, "FINISHED")
 
     # -- reading ----------------------------------------------------------------------------------------------
     def runs(self, *, limit: int = 50, kind: str | None = None) -> list[RunRecord]:

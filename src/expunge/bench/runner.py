@@ -87,22 +87,14 @@ def run_bench(bench: BenchSpec, *, out: str | Path | None = None, engine: Any = 
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out), RunStore(out / STORE_NAME) as store:
         atomic_write(out / "grid.json", json.dumps(grid.to_dict(), indent=1, default=str).encode())
-        bench_id = store.start_run(bench.name, "bench", params={"out": str(out), "engine": engine.describe(),
-                                                                "seeds": bench.seeds, "jobs": len(grid.jobs)})
-        driver = _Driver(grid, store, ModelCache(out / "cache"), bench_id)
-        try:
-            outcome = driver.run(engine, out, progress)
-        except KeyboardInterrupt:
-            store.end_run(bench_id, "KILLED", "interrupted")
-            raise
-        except BaseException as e:
-            store.end_run(bench_id, "FAILED", f"{type(e).__name__}: {e}")
-            raise
-        outcome.wall_seconds = time.perf_counter() - start
-        store.log_metrics(bench_id, {"wall_seconds": outcome.wall_seconds, "jobs_run": outcome.ran,
-                                     "jobs_reused": outcome.reused, "jobs_failed": len(outcome.failures)})
-        failed = f"{len(outcome.failures)} job(s) failed" if outcome.failures else None
-        store.end_run(bench_id, "FAILED" if failed else "FINISHED", failed)
+        with store.run(bench.name, "bench", params={"out": str(out), "engine": engine.describe(),
+                                                     "seeds": bench.seeds, "jobs": len(grid.jobs)}) as bench_id:
+            outcome = _Driver(grid, store, ModelCache(out / "cache"), bench_id).run(engine, out, progress)
+            outcome.wall_seconds = time.perf_counter() - start
+            store.log_metrics(bench_id, {"wall_seconds": outcome.wall_seconds, "jobs_run": outcome.ran,
+                                         "jobs_reused": outcome.reused, "jobs_failed": len(outcome.failures)})
+            if outcome.failures:
+                store.end_run(bench_id, "FAILED", f"{len(outcome.failures)} job(s) failed")
     if report:
         from .report import write_bench_report
 
