@@ -67,9 +67,12 @@ def test_retrain_is_a_fresh_model_trained_on_retain_with_the_originals_recipe(co
     assert expunge.provenance(oracle).recipe == expunge.provenance(original).recipe
     again = expunge.unlearn(original, forget=forget, retain=retain, method="retrain", seed=0)
     assert state_equal(oracle, again)
-    # trained on retain only: identical to training a fresh model on retain with the same seed
+    # trained on retain only: identical to training a fresh model (initialised from the oracle's own seed stream)
+    # on retain with the same seed
     from expunge.methods._common import fresh_initialisation
-    direct = expunge.train(fresh_initialisation(original, 0), retain, seed=0, **expunge.provenance(original).recipe)
+    from expunge.seeds import ORACLE_INIT, derive
+    direct = expunge.train(fresh_initialisation(original, derive(0, ORACLE_INIT)), retain, seed=0,
+                           **expunge.provenance(original).recipe)
     assert state_equal(oracle, direct)
 
 
@@ -114,7 +117,7 @@ def test_methods_listing():
     (dict(method="finetune", bogus=1), ValueError, r"unknown argument\(s\) \['bogus'\]"),
     (dict(method="finetune", optimizer="rmsprop"), ValueError, "optimizer"),
     (dict(method="neggrad_plus", alpha=2.0), ValueError, "alpha"),
-    (dict(method="finetune", prune=1.5), ValueError, "prune"),
+    (dict(method="finetune", prune_dense_then_recover=1.5), ValueError, "prune_dense_then_recover"),
 ])
 def test_bad_method_requests(contract, kwargs, error, message):
     _, _, forget, retain, original, _ = contract
@@ -138,9 +141,10 @@ def test_bad_data_requests(contract):
         expunge.unlearn("not a model", forget=forget, retain=retain)
 
 
-def test_prune_keeps_weights_at_zero(contract):
+def test_prune_dense_then_recover_keeps_weights_at_zero(contract):
     _, _, forget, retain, original, _ = contract
-    out = expunge.unlearn(original, forget=forget, retain=retain, method="finetune", prune=0.5, epochs=3)
+    out = expunge.unlearn(original, forget=forget, retain=retain, method="finetune", prune_dense_then_recover=0.5,
+                          epochs=3)
     from expunge.methods.base import prunable
     w = torch.cat([p.detach().flatten() for p in prunable(out).values()])
     assert float((w == 0).float().mean()) >= 0.5

@@ -10,6 +10,7 @@ import torch
 
 import expunge
 from expunge.audit import TIER1_REFERENCES, TIER2_MODELS, AuditResult, audit, tier_for, write_audit_reports
+from expunge.audit.report import text_summary
 from expunge.audit.tier1 import reference_attack
 from expunge.audit.tier2 import ulira
 from expunge.cli import main
@@ -60,6 +61,8 @@ def test_retraining_is_indistinguishable_and_doing_nothing_is_not(audits):
     assert nothing["klom_forget_mean"] > nothing["klom_baseline_forget_mean"] + 1.0
     assert nothing["lira_auc"] > nothing["lira_oracle_auc"] + 0.2          # tier 1 sees it in one model too
     assert nothing["ulira_baseline_accuracy"] == exact["ulira_baseline_accuracy"]   # same oracles, same seeds
+    assert audits[0].verdict().startswith("Verdict (tier 1): not distinguishable from retraining")
+    assert audits[1].verdict().startswith("Verdict (tier 1): DISTINGUISHABLE from retraining (U-LiRA AUC")
 
 
 def test_result_tables_and_json(audits):
@@ -175,6 +178,7 @@ def test_audit_reports(tmp_path, audits):
     paths = write_audit_reports(audits[1], tmp_path, title="t")
     md = paths["md"].read_text()
     assert "Evidence tier 1" in md and "oracles vs oracles (baseline)" in md and "most exposed" in md
+    assert f"**{audits[1].verdict()}**" in md and text_summary(audits[1]).endswith(audits[1].verdict())
     html = paths["html"].read_text()
     assert "data:image/png;base64" in html and "http" not in html.split("<body>")[1]
     assert json.loads(paths["json"].read_text())["evidence_tier"] == 1

@@ -45,3 +45,41 @@ def test_override_syntax():
     assert apply_overrides({"a": {"b": 1}}, ["a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}
     with pytest.raises(ValueError, match="key=value"):
         apply_overrides({}, ["oops"])
+
+
+def test_numbers_read_as_written_in_files_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {name: digits}\nforget: {fraction: 1e-1}\ntrain: {lr: 5e-2, epochs: 3}\n"
+                    "method: finetune\nargs: {lr: 1E-3, epochs: 2}\n")
+    cfg = load_config(path, ["args.weight_decay=5e-4"])
+    assert cfg.forget["fraction"] == 0.1 and cfg.train.lr == 0.05 and cfg.args["lr"] == 0.001
+    assert cfg.args["weight_decay"] == 0.0005 and isinstance(cfg.args["weight_decay"], float)
+
+
+def test_standardise_option_fits_on_the_training_split_only(tmp_path):
+    import numpy as np
+
+    from expunge.experiment import load_data
+
+    rows = ["a,b,y"] + [f"{100 + 10 * i},{i % 3},{i * 0.5}" for i in range(40)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    for how, feats, targ in (("features", True, False), ("both", True, True), ("targets", False, True)):
+        cfg = parse_config({**BASE, "data": {"csv": "d.csv", "target": "y", "standardise": how}}, base_dir=tmp_path)
+        train, test = load_data(cfg.data, seed=0)
+        raw_train, raw_test = load_data({**cfg.data, "standardise": "none"}, seed=0)
+        for part, wanted in (("x", feats), ("y", targ)):
+            a, ra, rt = getattr(train, part).numpy(), getattr(raw_train, part).numpy(), getattr(raw_test, part).numpy()
+            if not wanted:
+                assert np.array_equal(a, ra)
+                continue
+            assert np.allclose(a.mean(0), 0, atol=1e-5) and np.allclose(a.std(0), 1, atol=1e-4)
+            mean, std = ra.mean(0), ra.std(0)           # the test split uses the training split's statistics
+            assert np.allclose(getattr(test, part).numpy(), (rt - mean) / std, atol=1e-4)
+    assert parse_config({**BASE, "data": {"name": "digits", "standardise": True}}).data["standardise"] == "features"
+
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", "..", ".hidden", "x" * 200])
+def test_run_names_cannot_leave_the_output_folder(name):
+    with pytest.raises(ConfigError, match="config error at name"):
+        parse_config({**BASE, "name": name})
+    assert parse_config({**BASE, "name": "digits run 1.v2"}).name == "digits run 1.v2"

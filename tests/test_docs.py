@@ -97,3 +97,40 @@ def test_readme_measured_table_is_the_committed_results():
     ]
     for text in expected:
         assert text in readme, f"README's measured table disagrees with benchmarks/results: {text}"
+
+
+def _files_in_a_clone() -> set[str] | None:
+    """Paths a clone would hold (tracked, or new and not ignored); None outside a git checkout."""
+    import subprocess
+
+    try:
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    files = {f for f in listed if f and (ROOT / f).exists()}
+    return files | {str(Path(f).parent) + "/" for f in files} | {
+        str(parent) + "/" for f in files for parent in Path(f).parents if str(parent) != "."}
+
+
+def readme_pointers(readme: str) -> set[str]:
+    """Repository paths README points to: paths under the repository's folders, Markdown links and root files;
+    not places a command writes to (after ``--out``, or said to be not committed)."""
+    pattern = r"(?<![\w/.-])((?:examples|benchmarks|docs|src|tests|\.ci)/[\w./-]*[\w/])"
+    pointed = {m.group(1) for m in re.finditer(pattern, readme)
+               if not readme[:m.start()].endswith("--out ") and "not committed" not in readme[m.end():m.end() + 20]}
+    pointed |= set(re.findall(r"\]\(([^)#]+)\)", readme))                      # Markdown links
+    pointed |= set(re.findall(r"`([\w-]+\.(?:txt|toml|cfg))`", readme))          # root files (constraints.txt)
+    return pointed
+
+
+def test_every_file_readme_points_to_exists_in_a_clone():
+    pointed = readme_pointers((ROOT / "README.md").read_text())
+    assert {"constraints.txt", "docs/architecture.md", "examples/digits_finetune.yaml"} <= pointed
+    clone = _files_in_a_clone()
+    exists = (lambda p: p in clone) if clone is not None else (lambda p: (ROOT / p).exists())
+    missing = sorted(p for p in pointed if not exists(p))
+    assert not missing, f"README points to files a clone does not have: {missing}"
+    # the check tells a committed file from one a command writes and git ignores
+    assert "benchmarks/results/digits/" not in pointed
+    assert clone is None or "benchmarks/results/digits/report.md" not in clone

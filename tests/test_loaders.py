@@ -53,3 +53,48 @@ def test_image_folder(tmp_path):
     (tmp_path / "dogs" / "broken.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="not a readable image"):
         load_image_folder(tmp_path)
+
+
+def test_numeric_group_columns_are_numbers(tmp_path):
+    import expunge
+
+    p = tmp_path / "g.csv"
+    p.write_text("a,label,user,score\n" + "".join(f"{i},{i % 2},{17 if i < 3 else 20 + i},{i}.5\n" for i in range(8)))
+    d = load_csv(p, target="label", groups="user")
+    assert d.groups.dtype == np.int64 and d.groups[:3].tolist() == [17, 17, 17]
+    forget, retain = expunge.split_forget(d, where=lambda user: user == 17)
+    assert len(forget) == 3 and len(retain) == 5
+    assert load_csv(p, target="label", groups="score").groups.dtype == np.float64
+    p.write_text("a,label,user\n1,0,u1\n2,1,17\n")
+    assert load_csv(p, target="label", groups="user").groups.tolist() == ["u1", "17"]   # mixed: kept as text
+
+
+def test_standardise_fits_on_train_and_applies_to_test():
+    from expunge.data import as_dataset, standardise
+
+    rng = np.random.default_rng(0)
+    train = as_dataset((rng.normal(size=(50, 3)) * [1, 10, 100] + 5).astype(np.float32), rng.normal(size=50) * 20)
+    test = as_dataset(np.ones((4, 3), np.float32) * 7, np.zeros(4))
+    s_train, s_test = standardise(train, test, targets=True)
+    assert np.allclose(s_train.x.mean(0).numpy(), 0, atol=1e-5) and np.allclose(s_train.x.std(0, unbiased=False), 1)
+    mean, std = s_train.standardisation["features"]
+    assert np.allclose(s_test.x.numpy(), (7 - train.x.mean(0).numpy()) / train.x.std(0, unbiased=False).numpy(),
+                       atol=1e-5)
+    assert np.allclose(s_test.y.numpy(), (0 - train.y.mean().item()) / train.y.std(unbiased=False).item(), atol=1e-5)
+    assert np.allclose(train.x.numpy(), s_train.x.numpy() * std.numpy() + mean.numpy(), atol=1e-4)  # invertible
+    with pytest.raises(ValueError, match="regression targets"):
+        standardise(as_dataset(np.ones((3, 2)), np.array([0, 1, 0])), targets=True)
+
+
+def test_loader_errors_name_the_file(tmp_path):
+    (tmp_path / "u.csv").write_bytes(b"a,label\n\xff,1\n")
+    with pytest.raises(ValueError, match=r"u\.csv is not UTF-8 text"):
+        load_csv(tmp_path / "u.csv", target="label")
+    with pytest.raises(ValueError, match="is a directory; expected a file"):
+        load_csv(tmp_path, target="label")
+    (tmp_path / "r.npz").write_bytes(bytes(range(200)))
+    with pytest.raises(ValueError, match=r"r\.npz is not an \.npz file \(no zip signature\)"):
+        load_npz(tmp_path / "r.npz")
+    np.savez(tmp_path / "ok.npz", x=np.ones((3, 2)), y=np.array([0, 1, 0]))
+    with pytest.raises(ValueError, match="no groups array 'user'"):
+        load_npz(tmp_path / "ok.npz", groups_key="user")

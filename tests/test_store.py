@@ -78,3 +78,116 @@ def test_record_writes_a_finished_job_whole_and_once(tmp_path):
         assert rows() == before                           # neither left anything behind
         with pytest.raises(ValueError, match="unknown run status 'DONE'"):
             db.record("x", "run", status="DONE")
+
+
+def test_a_corrupt_store_is_refused_in_one_line(tmp_path):
+    p = tmp_path / "r.db"
+    with RunStore(p) as db:
+        for i in range(300):
+            db.record(f"job {i}", "unlearn", params={"x": "y" * 200}, tags={"job_key": f"k{i}"})
+    data = bytearray(p.read_bytes())
+    page = 4096
+    assert len(data) > 8 * page
+    data[5 * page: 5 * page + 1200] = b"\xa5" * 1200     # scribble over a page in the middle
+    p.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"run store .*r\.db (is corrupt|cannot be opened)") as info:
+        RunStore(p)
+    assert "\n" not in str(info.value)
+
+
+def test_run_ids_match_literally_never_by_wildcard(tmp_path):
+    with RunStore(tmp_path / "r.db") as db:
+        rid = db.start_run("a", "run")
+        other = db.start_run("b", "run")
+        assert db.get(rid).run_id == rid and db.get(rid[:8]).run_id == rid
+        for pattern in ("%", "_", rid[:3] + "%", "_" + rid[1:], "%" + rid[-3:]):
+            with pytest.raises(ValueError, match="no run with id"):
+                db.get(pattern)
+        with pytest.raises(ValueError, match="non-empty"):
+            db.get("")
+        assert other != rid
+
+
+def test_cli_runs_show_does_not_expand_wildcards(tmp_path, capsys):
+    from expunge.cli import main
+
+    with RunStore(tmp_path / "r.db") as db:
+        db.start_run("a", "run")
+    assert main(["runs", "show", "%", "--store", str(tmp_path / "r.db")]) == 2
+    assert "no run with id '%'" in capsys.readouterr().err
+
+
+def _start_and_die(path):
+    """In a child process: start a run, then die by SIGKILL without ending it."""
+    import os
+    import signal
+
+    with RunStore(path) as db:
+        db.start_run("doomed", "bench")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_runs_of_a_dead_process_are_marked_killed(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "r.db"
+    with RunStore(path) as db:
+        mine = db.start_run("alive", "bench")          # this process is alive: its run stays RUNNING
+        reused = db.start_run("reused pid", "bench")
+        db._db.execute("UPDATE tags SET value = 'another-boot:1' WHERE run_id = ? AND key = 'owner.started'",
+                       (reused,))                       # this pid, but a process that started at another time
+    child = multiprocessing.get_context("fork").Process(target=_start_and_die, args=(path,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == -9
+    with RunStore(path) as db:
+        runs = {r.name: r for r in db.runs()}
+    assert runs["alive"].status == "RUNNING" and runs["alive"].run_id == mine
+    assert runs["doomed"].status == "KILLED" and f"process {child.pid} " in runs["doomed"].error
+    assert runs["doomed"].end_time is None                # when it died is not known
+    assert runs["reused pid"].status == "KILLED"
+
+
+def test_sigterm_ends_open_runs_as_killed(tmp_path):
+    import os
+    import signal
+    import time
+
+    from expunge.store import Terminated, terminate_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with RunStore(tmp_path / "r.db") as db:
+        with pytest.raises(Terminated):
+            with terminate_as_interrupt(), db.run("bench", "bench") as rid:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+        rec = db.get(rid)
+    assert (rec.status, rec.error) == ("KILLED", "terminated by signal 15")
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def _open_and_write(path, barrier, results):
+    barrier.wait()
+    try:
+        with RunStore(path) as db:
+            db.start_run("concurrent", "run")
+        results.put("ok")
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(e).__name__}: {e}")
+
+
+def test_many_processes_create_the_same_new_store_at_once(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    n = 32
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_open_and_write, args=(tmp_path / "new.db", barrier, results)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert outcomes == ["ok"] * n
+    with RunStore(tmp_path / "new.db") as db:
+        assert len(db.runs(limit=100)) == n

@@ -56,10 +56,10 @@ def test_diverging_trial_is_recorded_and_skipped(task):
 
 
 def test_value_error_for_a_combination_is_recorded(task):
-    r = run(task, trials=4, space={"prune": [None, 1.5]}, fixed={"epochs": 2, "lr": 0.05})
-    bad = [t for t in r.trials if t["args"]["prune"] == 1.5]
-    assert bad and "prune=1.5" in bad[0]["error"]
-    assert r.best_args["prune"] is None
+    r = run(task, trials=4, space={"prune_dense_then_recover": [None, 1.5]}, fixed={"epochs": 2, "lr": 0.05})
+    bad = [t for t in r.trials if t["args"]["prune_dense_then_recover"] == 1.5]
+    assert bad and "prune_dense_then_recover=1.5" in bad[0]["error"]
+    assert r.best_args["prune_dense_then_recover"] is None
 
 
 def test_every_trial_failing_raises(task):

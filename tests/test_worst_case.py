@@ -70,7 +70,7 @@ def test_projection_leaves_feasible_points_and_rejects_bad_k():
 def scores_on(task, forget, retain, oracle=None):
     oracle = oracle or expunge.unlearn(task.original, forget=forget, retain=retain, method="retrain", seed=0)
     out = {}
-    for name, args in {"finetune": {}, "random_label": {}}.items():
+    for name, args in {"finetune": {}, "random_label": {"batch_size": 64}}.items():
         model = expunge.unlearn(task.original, forget=forget, retain=retain, method=name, seed=0, **args)
         out[name] = expunge.evaluate(model, forget=forget, retain=retain, test=task.test, reference=oracle)
     return out
@@ -101,7 +101,8 @@ def test_worst_case_set_is_harder_to_forget(comparison):
 
 def test_relabelling_gap_widens_on_worst_case_set(comparison):
     """The paper's headline finding: random-label unlearning's Avg. Gap to the oracle grows on the worst-case set
-    (measured: 6.1 against 5.0, 3.4, 3.3 on the random sets here; on digits 11.9 against 1.8 to 6.7)."""
+    (measured: 11.7 against 5.8, 4.3, 5.3 on the random sets here, batches of 64; at the reference's 256 the 60-row
+    forget set gets too few steps for random labels to act at all)."""
     _, worst, randoms = comparison
     assert worst["random_label"]["avg_gap"] > 1.2 * np.mean([r["random_label"]["avg_gap"] for r in randoms])
 

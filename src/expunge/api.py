@@ -13,6 +13,31 @@ from .methods.base import MethodInfo, check_request, clone, output_size
 from .provenance import stamp
 from .training import Recipe, batches, fit
 
+MAX_OUTPUTS = 100_000            # classes (or regression outputs) a built-in model may have
+MAX_PARAMETERS = 500_000_000     # parameters a built-in model may have
+
+
+MODEL_ARGS = {"mlp": "hidden (a list of layer widths, integers >= 1), dropout (a number in [0, 1))",
+              "cnn": "width (an integer >= 1)", "resnet18": "width (an integer >= 1)"}
+
+
+def _check_model_args(name: str, kwargs: dict[str, Any]) -> None:
+    """The built-in models' arguments, checked by type and range; ValueError listing what is allowed."""
+    if name not in MODEL_ARGS:
+        return                                    # build_model names the allowed models
+    allowed = {"mlp": ("hidden", "dropout"), "cnn": ("width",), "resnet18": ("width",)}[name]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"model {name!r} has no argument {unknown[0]!r}; allowed: {MODEL_ARGS[name]}")
+    count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1
+    hidden = kwargs.get("hidden", [1])
+    dropout = kwargs.get("dropout", 0.0)
+    width = kwargs.get("width", 1)
+    if not (isinstance(hidden, (list, tuple)) and all(count(h) for h in hidden)) or not count(width) or \
+            isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        bad = next(k for k in allowed if k in kwargs)
+        raise ValueError(f"model {name!r}: {bad}={kwargs[bad]!r} is not allowed; expected {MODEL_ARGS[name]}")
+
 
 def model(name: str, data: Dataset, *, seed: int = 0, **kwargs: Any) -> nn.Module:
     """Build a built-in architecture (mlp, cnn, resnet18) sized for ``data``, initialised under ``seed``; the name
@@ -23,35 +48,75 @@ def model(name: str, data: Dataset, *, seed: int = 0, **kwargs: Any) -> nn.Modul
 
     base, idx = resolve(data)
     sample_shape = tuple(base.x.shape[1:])
-    num_outputs = kwargs.pop("num_outputs", None) or (base.num_classes if base.task == "classification"
-                                                      else (1 if base.y.ndim == 1 else base.y.shape[1]))
+    num_outputs = kwargs.pop("num_outputs", None)
+    _check_model_args(name, kwargs)
+    if num_outputs is None:
+        num_outputs = (base.num_classes if base.task == "classification"
+                       else (1 if base.y.ndim == 1 else int(base.y.shape[1])))
+    if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
+        raise ValueError(f"num_outputs must be an integer >= 1; got {num_outputs!r}")
+    if num_outputs > MAX_OUTPUTS:
+        what = (f"the data's largest class label is {num_outputs - 1}" if base.task == "classification"
+                else f"{num_outputs} outputs were asked for")
+        raise ValueError(f"{what}, which needs a {num_outputs:,}-output head; at most {MAX_OUTPUTS:,} outputs are "
+                         "allowed (class labels must be 0..K-1; relabel them, or pass task='regression')")
+    with torch.device("meta"):          # count the parameters before allocating any
+        size = sum(p.numel() for p in build_model(name, sample_shape=sample_shape, num_outputs=num_outputs,
+                                                  **kwargs).parameters())
+    if size > MAX_PARAMETERS:
+        raise ValueError(f"model {name!r} with {kwargs or 'default arguments'} for examples of shape "
+                         f"{sample_shape} would have {size:,} parameters; at most {MAX_PARAMETERS:,} are allowed")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         m = build_model(name, sample_shape=sample_shape, num_outputs=num_outputs, **kwargs)
     stamp(m, architecture={"name": name, "kwargs": {"sample_shape": list(sample_shape),
                                                     "num_outputs": num_outputs, **kwargs}},
-          task=base.task, num_outputs=num_outputs)
+          task=base.task, num_outputs=num_outputs, init_seed=int(seed))
     return m
+
+
+def check_outputs(model: nn.Module, data: Dataset) -> None:
+    """Check that ``model``'s outputs fit ``data``'s targets (labels within the outputs for classification, one
+    output per target for regression); ValueError saying what to change otherwise."""
+    base, idx = resolve(data)
+    if len(idx) == 0:
+        return
+    try:
+        k = output_size(model, features(data)[:1])
+    except RuntimeError as e:
+        raise ValueError(f"the model cannot take the data's examples of shape {tuple(base.x.shape[1:])}: "
+                         f"{str(e).splitlines()[0]}") from None
+    if base.task == "classification":
+        top = int(base.y[idx].max())
+        if top >= k:
+            raise ValueError(f"the data has label {top} but the model has only {k} outputs (labels 0..{k - 1}); a "
+                             "classifier needs one output per class")
+    else:
+        want = 1 if base.y.ndim == 1 else int(base.y.shape[1])
+        if k != want:
+            raise ValueError(f"the data is regression with {want} target(s) per example but the model has {k} "
+                             f"outputs; build it with num_outputs={want} (expunge.model does this from the data), "
+                             "or give class labels as integers for classification")
 
 
 def train(model: nn.Module, data: Dataset, *, seed: int = 0, **recipe: Any) -> nn.Module:
     """Train a copy of ``model`` on ``data`` and return it; ``model`` is left untouched.
 
     ``recipe`` keywords are the fields of :class:`expunge.training.Recipe` (epochs, lr, batch_size, optimizer,
-    momentum, weight_decay, schedule, warmup, clip_grad_norm, loss). The recipe is recorded on the returned model
-    so that ``unlearn(..., method="retrain")`` trains the oracle the same way.
+    momentum, weight_decay, schedule, warmup, clip_grad_norm, loss). Those left out take the task's defaults
+    (:meth:`~expunge.training.Recipe.for_task`): 30 epochs of SGD at lr 0.05 with momentum 0.9, weight decay 5e-4,
+    cosine decay and batches of 64; for regression the gradient norm is also clipped at 5, so targets in the tens
+    or hundreds train without diverging. The recipe actually used is recorded on the returned model so that
+    ``unlearn(..., method="retrain")`` trains the oracle the same way.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
-    r = Recipe.from_dict(recipe)
+    Recipe.from_dict(recipe)   # bad settings are refused before the data is read
     base, idx = resolve(data)
+    r = Recipe.for_task(base.task, recipe)
     if len(idx) == 0:
         raise ValueError("the training data is empty")
-    if base.task == "classification":
-        k = output_size(model, features(data)[:1])
-        top = int(base.y[idx].max())
-        if top >= k:
-            raise ValueError(f"the data has label {top} but the model has only {k} outputs (labels 0..{k - 1})")
+    check_outputs(model, data)
     work = clone(model)
     start = time.perf_counter()
     fit(work, batches(data, r.batch_size), recipe=r, task=base.task, seed=seed, name="train")
@@ -68,7 +133,12 @@ def unlearn(model: nn.Module, *, forget: Dataset, retain: Dataset | None = None,
     """
     if not isinstance(method, str):
         raise TypeError(f"method must be a method name; got {type(method).__name__}")
-    return registry.get(method)(**args).unlearn(model, forget=forget, retain=retain, seed=seed)
+    chosen = registry.get(method)(**args)
+    needs = chosen.needs          # read only the labels the method itself reads
+    checked = forget if needs.labels and needs.forget_labels else retain if needs.labels else None
+    if isinstance(model, nn.Module) and checked is not None and len(checked):  # type: ignore[arg-type]
+        check_outputs(model, checked)
+    return chosen.unlearn(model, forget=forget, retain=retain, seed=seed)
 
 
 def methods() -> dict[str, MethodInfo]:

@@ -1,12 +1,17 @@
 """The ``expunge`` command line. Thin: parses, calls the library, prints.
 
-Bad input prints one line (``error: ...``) and exits with code 2, before anything is written; a diverging run, or a
-bench with failed jobs, exits with code 1.
+Exit codes: 0 success; 2 bad input (one line, ``error: ...``, printed before anything is trained, written or
+recorded: arguments, configs, data, output directories and the run store are all checked first); 1 a failure while
+working (a diverging run, a bench with failed jobs, a disk that fills up); 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -30,8 +35,53 @@ app.add_typer(runs_app, name="runs")
 StoreOption = typer.Option(None, "--store", help=f"Run store database (default: $EXPUNGE_STORE or {default_path()}).")
 
 
+MIN_FREE_BYTES = 50 * 2**20     # an output directory's disk must have this much free before any work starts
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
 def _echo(msg: str = "") -> None:
     typer.echo(msg)
+
+
+def _writable_dir(path: Path, what: str) -> Path:
+    """Check, without creating anything, that directory ``path`` exists or can be created, can be written and has
+    disk space; ValueError naming ``what`` otherwise."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{what} {p} is a file; expected a directory (created if missing)")
+    ancestor = p
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{what} {p} cannot be created: {ancestor} is a file")
+    try:
+        fd, probe = tempfile.mkstemp(dir=ancestor, prefix=".expunge-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{what} {p} is not writable ({ancestor}: {e.strerror})") from None
+    free = shutil.disk_usage(ancestor).free
+    if free < MIN_FREE_BYTES:
+        raise ValueError(f"{what} {p}: only {free / 2**20:.1f} MiB free on its disk; at least "
+                         f"{MIN_FREE_BYTES // 2**20} MiB are needed")
+    return p
+
+
+def _check_store(path: Path | None) -> None:
+    """Check, without creating it, that the run store can be opened or created."""
+    p = Path(path).expanduser() if path is not None else default_path()
+    if p.is_dir():
+        raise ValueError(f"run store {p} is a directory; expected a SQLite file (--store or $EXPUNGE_STORE)")
+    if p.exists():
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(len(SQLITE_MAGIC))
+        except OSError as e:
+            raise ValueError(f"run store {p} cannot be read ({e.strerror})") from None
+        if head and head != SQLITE_MAGIC:
+            raise ValueError(f"run store {p} is not a SQLite database; give a new path or an expunge run store")
+    else:
+        _writable_dir(p.parent, "run store directory")
 
 
 @app.command()
@@ -41,12 +91,19 @@ def demo(out: Path = typer.Option(Path("expunge-demo"), "--out", help="Directory
          model: str = typer.Option("mlp", "--model", help="mlp (default) or cnn (runs the methods that need "
                                                           "convolution layers too)."),
          epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the original's training epochs."),
+         tune: bool = typer.Option(False, "--tune", help="Tune each method first (quick, against the oracle of "
+                                                        "another forget set) instead of using presets."),
+         trials: Optional[int] = typer.Option(None, "--trials", help="Trials per method with --tune (default 8)."),
          store: Optional[Path] = StoreOption) -> None:
     """Digits: original -> oracle -> every method, random-10% and class-wise forgetting; prints the table."""
     from .demo import check_options, run_demo
     from .report import aggregate, report_tier, text_table
+    from .tuning import quick_budget
 
     check_options(seeds=seeds, methods=methods, model=model, epochs=epochs)   # bad options: nothing recorded
+    quick_budget(tune, trials)
+    _writable_dir(out, "--out")
+    _check_store(store)
     _echo(f"expunge demo: scikit-learn digits, {model.upper()}; original -> oracle (retrain) -> methods")
     with RunStore(store) as db, db.run("demo", "demo", params={"out": str(out), "seeds": seeds,
                                                                "methods": methods or "default",
@@ -54,7 +111,8 @@ def demo(out: Path = typer.Option(Path("expunge-demo"), "--out", help="Directory
         progress = lambda title, seed, r: _echo(f"  [{title}, seed {seed}] {r.method}: "
                                                 + (r.error or f"Avg.Gap {r.scores.get('avg_gap', float('nan')):.2f}"
                                                    f" in {r.scores.get('seconds', 0):.2f}s"))
-        result = run_demo(out, seeds=seeds, methods=methods, model=model, epochs=epochs, on_result=progress)
+        result = run_demo(out, seeds=seeds, methods=methods, model=model, epochs=epochs, on_result=progress,
+                          tune=tune, trials=trials, on_message=_echo)
         for name, why in result["skipped"].items():
             _echo(f"  skipped {name}: {why}")
         for title, comps in result["sections"].items():
@@ -71,16 +129,27 @@ def demo(out: Path = typer.Option(Path("expunge-demo"), "--out", help="Directory
 def run(config: Path = typer.Argument(..., help="Experiment YAML file."),
         overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. args.lr=0.01"),
         out: Optional[Path] = typer.Option(None, "--out", help="Directory for the unlearned model."),
+        tune: bool = typer.Option(False, "--tune", help="Tune the method's other arguments first (as args: auto)."),
+        trials: Optional[int] = typer.Option(None, "--trials", help="Trials with --tune or args: auto (default 8)."),
         store: Optional[Path] = StoreOption) -> None:
     """Run one experiment from a YAML config: data, model, forget request, method + args, seed."""
     from .config import load_config
-    from .experiment import run_experiment
+    from .experiment import check_experiment, output_dir, prepare, run_experiment
     from .report import aggregate, text_table
+    from .tuning import quick_budget
 
     cfg = load_config(config, overrides or [])
-    _echo(f"expunge run {cfg.name}: method {cfg.method} {cfg.args or ''}")
+    if tune or trials is not None:
+        cfg.tune_trials = quick_budget(tune or cfg.tune_trials is not None,
+                                       trials if trials is not None else cfg.tune_trials)
+    out_dir = _writable_dir(output_dir(cfg, out), "--out" if out else "output directory")
+    _check_store(store)
+    prepared = prepare(cfg)                   # data, split and model; bad input: nothing recorded
+    check_experiment(cfg, prepared)
+    tuned = f"quick tuning, {cfg.tune_trials} trials" + (f", fixed {cfg.args}" if cfg.args else "")
+    _echo(f"expunge run {cfg.name}: method {cfg.method} {f'({tuned})' if cfg.tune_trials else cfg.args or ''}")
     with RunStore(store) as db:
-        run_id, comp = run_experiment(cfg, store=db, out=out)
+        run_id, comp = run_experiment(cfg, store=db, out=out_dir, prepared=prepared, on_message=_echo)
     _echo(text_table(aggregate([comp])))
     _echo(f"Recorded as run {run_id}.")
 
@@ -114,6 +183,8 @@ def audit(config: Path = typer.Argument(..., help="Experiment YAML file, with an
     request = dict(forget=prepared.forget, retain=prepared.retain, method=cfg.method, method_args=cfg.args,
                    recipe=cfg.train.to_dict(), n_models=k, seed=settings.seed)
     check_audit(prepared.template, prepared.train, prepared.test, **request)   # bad input: nothing recorded
+    _writable_dir(out, "--out")
+    _check_store(store)
     typer.echo(f"expunge audit {cfg.name}: method {cfg.method} {cfg.args or ''}; {k} originals, {2 * k} oracles "
                f"and {k} unlearned models", err=True)
     params = {**cfg.to_dict(), "audit": {"n_models": k, "seed": settings.seed}, "out": str(out.resolve())}
@@ -137,6 +208,8 @@ def bench(config: Path = typer.Argument(..., help="Benchmark YAML file (see exam
           workers: Optional[int] = typer.Option(None, "--workers", help="Parallel jobs (local, ray); default: "
                                                                           "one per core."),
           report: bool = typer.Option(True, "--report/--no-report", help="Write the reports at the end."),
+          retry_failed: bool = typer.Option(False, "--retry-failed", help="Also run again the jobs recorded as "
+                                                                          "failed permanently."),
           store: Optional[Path] = StoreOption) -> None:
     """Run a benchmark grid: data/models x forget scenarios x methods x seeds; resumable (rerun to continue)."""
     from .bench import expand, load_bench, make_engine, run_bench
@@ -144,7 +217,8 @@ def bench(config: Path = typer.Argument(..., help="Benchmark YAML file (see exam
     from .report import text_table
 
     spec = load_bench(config, overrides or [])
-    out_dir = Path(out or spec.out)
+    out_dir = _writable_dir(Path(out or spec.out), "--out" if out else "output directory")
+    _check_store(store)
     grid = expand(spec)
     counts = ", ".join(f"{n} {k}" for k, n in _stage_counts(grid).items())
     runner = make_engine(engine, address=address, workers=workers)
@@ -154,24 +228,31 @@ def bench(config: Path = typer.Argument(..., help="Benchmark YAML file (see exam
         with RunStore(store) as db:
             with db.run(spec.name, "bench", params={"config": str(config), "overrides": overrides or [],
                                                     "out": str(out_dir.resolve()), "engine": engine}) as run_id:
-                outcome = run_bench(spec, out=out_dir, engine=runner, progress=True, report=report)
+                outcome = run_bench(spec, out=out_dir, engine=runner, progress=True, report=report,
+                                    retry_failed=retry_failed)
+                permanent = list(getattr(outcome, "permanent", []))      # failures that a rerun would repeat
+                failed = outcome.failures + permanent
                 db.log_metrics(run_id, {"wall_seconds": outcome.wall_seconds, "jobs_run": outcome.ran,
-                                        "jobs_reused": outcome.reused, "jobs_failed": len(outcome.failures)})
+                                        "jobs_reused": outcome.reused, "jobs_failed": len(failed)})
                 for kind, path in outcome.paths.items():
                     db.log_artifact(run_id, path.resolve(), kind)
-                if outcome.failures:
-                    db.end_run(run_id, "FAILED", f"{len(outcome.failures)} job(s) failed")
+                if failed:
+                    db.end_run(run_id, "FAILED", f"{len(failed)} job(s) failed")
     finally:
         runner.close()
     typer.echo(f"ran {outcome.ran} jobs, reused {outcome.reused}, blocked {outcome.blocked}, failed "
-               f"{len(outcome.failures)} in {outcome.wall_seconds:.1f}s (run {run_id})", err=True)
+               f"{len(failed)} in {outcome.wall_seconds:.1f}s (run {run_id})", err=True)
     if report:
         for sec in collect(out_dir).sections:
             _echo(f"\n{sec.title}\n" + text_table(sec.rows, tier=True))
         _echo(f"\n{TIER0_CAVEAT}\nWrote {', '.join(str(p) for p in outcome.paths.values())}.")
-    if outcome.failures:
-        label, error = outcome.failures[0]
-        typer.echo(f"error: {len(outcome.failures)} job(s) failed (rerun to retry); first: {label}: {error}",
+    if failed:                                     # exit code 1: the bench ran, some of its jobs failed
+        label, error = failed[0]
+        retry = "; ".join(part for part in (
+            f"{len(outcome.failures)} transient: rerun to retry" if outcome.failures else "",
+            f"{len(permanent)} permanent: recorded, not retried; --retry-failed runs them again" if permanent else "")
+            if part)
+        typer.echo(f"error: {len(failed)} job(s) failed ({retry}); first: {label}: {' '.join(error.split())}",
                    err=True)
         raise typer.Exit(1)
 
@@ -194,6 +275,9 @@ def report_cmd(target: str = typer.Argument(..., help="A bench directory, or a r
     from .bench.compare import resolve
     from .report import aggregate, report_tier, run_sections, text_table, write_reports
 
+    _check_report_target(target, store)
+    if out is not None:
+        _writable_dir(out, "--out")
     kind, value = resolve(target, store)
     if mlflow:
         from .bench.export import require_mlflow
@@ -230,27 +314,74 @@ def report_cmd(target: str = typer.Argument(..., help="A bench directory, or a r
     _echo(f"\nWrote {', '.join(str(p) for p in paths.values())}.")
 
 
+def _check_report_target(target: str, store: Optional[Path]) -> None:
+    """A missing directory is named as such, not looked up as a run id (and no run store is created for it)."""
+    p = Path(target)
+    if p.exists():
+        if not p.is_dir():
+            raise ValueError(f"{target} is a file; expected a bench directory or a run id")
+        return
+    if os.sep in target or "/" in target or target.startswith(".") or target.endswith((".json", ".yaml", ".md")):
+        raise ValueError(f"{target}: no such directory; expected a bench directory or a run id")
+    db = Path(store).expanduser() if store is not None else default_path()
+    if not db.is_file():
+        raise ValueError(f"no run with id {target!r} and no such directory: there is no run store at {db}; "
+                         "expected a bench directory or a run id")
+
+
 @app.command("methods")
 def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """List the registered methods with their paper, needs and defaults."""
     from .api import methods
 
     infos = methods()
+    deviations = {name: method_deviations(name) for name in infos}
     if as_json:
-        _echo(json.dumps({n: i.__dict__ for n, i in infos.items()}, indent=2, default=str))
+        _echo(json.dumps({n: {**i.__dict__, "deviations": deviations[n]} for n, i in infos.items()}, indent=2,
+                         default=str))
         return
     for name, info in infos.items():
         needs = ", ".join(k for k, v in info.needs.items() if v) or "forget features only"
         _echo(f"{name:18s} {info.summary}")
-        _echo(f"{'':18s} paper: {info.paper}")
+        _echo(f"{'':18s} paper: {info.paper or 'none (the exact baseline)'}")
+        _echo(f"{'':18s} reference: {info.reference or 'none'}")
         _echo(f"{'':18s} needs: {needs}; tasks: {', '.join(info.tasks)}")
         _echo(f"{'':18s} defaults: {info.defaults}")
+        _echo(f"{'':18s} grid: {info.grid or 'none (no hyperparameters to tune)'}")
+        _echo(textwrap.fill(f"deviations: {deviations[name]}", width=118, initial_indent=" " * 19,
+                            subsequent_indent=" " * 19))
+
+
+def method_deviations(name: str) -> str:
+    """What a method's module docstring says about its deviations from the reference code, as one line."""
+    import re
+
+    from .methods import get
+
+    doc = sys.modules[get(name).__module__].__doc__ or ""
+    found, taking = [], False
+    for line in doc.splitlines():
+        if re.match(r"(Other )?[Dd]eviations?\b", line):
+            taking = True
+            line = re.sub(r"^(Other )?[Dd]eviations?( from the reference( code)?)?\s*:\s*", "", line)
+        elif not line.strip() or re.match(r"(Needs|Defaults|Grid|Paper|Papers|Reference|Behaviour)\b", line):
+            taking = False
+        if taking:
+            found.append(line.strip())
+    return " ".join(found) if found else "none stated in its docstring"
 
 
 @runs_app.callback()
 def runs_list(ctx: typer.Context, limit: int = typer.Option(20, "--limit"), store: Optional[Path] = StoreOption) -> None:
     """List recent runs."""
     if ctx.invoked_subcommand is not None:
+        return
+    if limit < 1:
+        raise ValueError(f"--limit {limit} is not allowed; expected an integer >= 1")
+    _check_store(store)
+    path = Path(store).expanduser() if store is not None else default_path()
+    if not path.exists():                          # reading creates nothing
+        _echo(f"No runs recorded in {path}.")
         return
     with RunStore(store) as db:
         records = db.runs(limit=limit)
@@ -268,6 +399,10 @@ def runs_list(ctx: typer.Context, limit: int = typer.Option(20, "--limit"), stor
 def runs_show(run_id: str = typer.Argument(..., help="Run id or a unique prefix."),
               store: Optional[Path] = StoreOption) -> None:
     """Show one run: status, params, metrics, artifacts."""
+    _check_store(store)
+    path = Path(store).expanduser() if store is not None else default_path()
+    if not path.exists():                          # reading creates nothing
+        raise ValueError(f"no run with id {run_id!r}: there is no run store at {path} (--store or $EXPUNGE_STORE)")
     with RunStore(store) as db:
         r = db.get(run_id)
     _echo(f"run {r.run_id}  {r.name}  ({r.kind}, {r.status})")
@@ -294,24 +429,33 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; turn bad input into one line and exit code 2."""
     from .training import DivergenceError
 
+    def fail(message: str, code: int) -> int:
+        typer.echo(f"error: {' '.join(str(message).split())}", err=True)   # always one line
+        return code
+
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)   # Typer returns a command's exit code; Ctrl-C becomes 130
     except typer.Exit as e:
-        return int(getattr(e, "exit_code", 0) or 0)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        return 130
+        code = int(getattr(e, "exit_code", 0) or 0)
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
     except _UsageError as e:
-        message = e.format_message() if hasattr(e, "format_message") else str(e)
-        typer.echo(f"error: {message}", err=True)
-        return 2
+        return fail(e.format_message() if hasattr(e, "format_message") else str(e), 2)
     except DivergenceError as e:
-        typer.echo(f"error: {e}", err=True)
-        return 1
+        return fail(str(e), 1)
     except (ValueError, TypeError) as e:
-        typer.echo(f"error: {e}", err=True)
-        return 2
-    return 0
+        return fail(str(e), 2)
+    except OSError as e:                 # the disk filled up or a file vanished while working
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        return fail(f"{e.strerror or e}{where}", 1)
+    except Exception as e:  # noqa: BLE001 - one line instead of a traceback; EXPUNGE_DEBUG=1 shows it
+        if os.environ.get("EXPUNGE_DEBUG"):
+            raise
+        return fail(f"{type(e).__name__}: {e} (set EXPUNGE_DEBUG=1 for the traceback)", 1)
+    code = code if isinstance(code, int) and not isinstance(code, bool) else 0
+    if code == 130:
+        typer.echo("interrupted (Ctrl-C); exit code 130", err=True)
+    return code
 
 
 if __name__ == "__main__":

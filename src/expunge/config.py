@@ -4,20 +4,25 @@
 name: digits-finetune            # optional
 seed: 0
 data: {name: digits, test_fraction: 0.2}     # or {npz: f.npz} / {csv: f.csv, target: label} / {images: dir}
+                                             # standardise: features | targets | both (fitted on the training split)
 model: {name: mlp, args: {hidden: [128, 64]}}
 train: {epochs: 30, lr: 0.05}                # fields of expunge.Recipe
 forget: {fraction: 0.1}                      # or {classes: [3]} / {indices: [1, 2]} / {groups: [17]}
 method: finetune
-args: {epochs: 5, lr: 0.01}                  # the method's arguments
+args: {epochs: 5, lr: 0.01}                  # the method's arguments; or auto: a quick tuning (expunge.tuning)
+tuning: {trials: 8}                          # optional, with args: auto: its budget
 ```
 
 Errors name the key path (``config error at train.lr: ...``). ``key.sub=value`` overrides (values parsed as YAML)
-are applied before validation.
+are applied before validation. Numbers read the way they are written (``1e-3`` is a float, as in YAML 1.2). A file
+is at most ``MAX_YAML_BYTES`` long, nested at most ``MAX_YAML_DEPTH`` deep and expands (aliases included) to at most
+``MAX_YAML_NODES`` values, so a small hostile file cannot cost minutes or gigabytes.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +31,16 @@ import yaml
 
 from .data.builtin import BUILTIN
 from .models import MODELS
-from .training import Recipe
+from .training import MAX_EPOCHS, Recipe
 
 DATA_SOURCES = ("name", "npz", "csv", "images")
+STANDARDISE = ("none", "features", "targets", "both")
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 100_000
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+=-]{0,127}")
 FORGET_KINDS = ("fraction", "classes", "indices", "groups")
-TOP_KEYS = ("name", "seed", "data", "model", "train", "forget", "method", "args", "out")
+TOP_KEYS = ("name", "seed", "data", "model", "train", "forget", "method", "args", "tuning", "out")
 
 
 class ConfigError(ValueError):
@@ -52,6 +62,7 @@ class ExperimentConfig:
     seed: int = 0
     name: str = ""
     out: str | None = None
+    tune_trials: int | None = None     # args: auto -> a quick tuning of this many trials (expunge.tuning)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -67,15 +78,107 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"config file {p} is a directory; expected a YAML file")
     if not p.is_file():
         raise ValueError(f"config file not found: {p}")
     try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        size = p.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ValueError(f"config file {p} is {size:,} bytes; at most {MAX_YAML_BYTES:,} are allowed")
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {p} is not UTF-8 text (byte {e.start}); expected a YAML file") from None
+    except OSError as e:
+        raise ValueError(f"config file {p} cannot be read ({e.strerror})") from None
+    raw = load_yaml(text, where=str(p))
+    if raw is None:
+        raise ValueError(f"config file {p} is empty; expected a mapping of settings (data, forget, method, ...)")
     if not isinstance(raw, dict):
         raise ConfigError("<top>", f"expected a mapping of settings; got {type(raw).__name__}")
     return raw
+
+
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                      |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                      |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                      |[-+]?\.(?:inf|Inf|INF)
+                      |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2 floats (``1e-3``) and a bounded nesting depth."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _TooLarge(f"is nested more than {MAX_YAML_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _expanded_size(node: Any) -> None:
+    """Count the values ``node`` expands to (aliases counted each time they are used); stop past the limit."""
+    count, stack = 0, [node]
+    while stack:
+        n = stack.pop()
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise _TooLarge(f"expands to more than {MAX_YAML_NODES:,} values (aliases counted at each use)")
+        if isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+        elif isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                stack.extend((k, v))
+
+
+def _check_flow_depth(text: str, where: str) -> None:
+    """Bracket nesting, counted in one linear pass (the YAML scanner's cost grows with the square of the depth)."""
+    import numpy as np
+
+    b = np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8)
+    step = np.isin(b, (ord("["), ord("{"))).astype(np.int32) - np.isin(b, (ord("]"), ord("}"))).astype(np.int32)
+    if len(step) and int(np.cumsum(step).max()) > MAX_YAML_DEPTH:
+        raise ValueError(f"{where} is refused: it is nested more than {MAX_YAML_DEPTH} levels deep")
+
+
+def load_yaml(text: str, *, where: str = "YAML") -> Any:
+    """Parse YAML text safely and within bounds; ValueError naming ``where`` on bad or oversized input."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ValueError(f"{where} is {len(text):,} characters; at most {MAX_YAML_BYTES:,} are allowed")
+    _check_flow_depth(text, where)
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node)
+        return loader.construct_document(node)
+    except _TooLarge as e:
+        raise ValueError(f"{where} is refused: it {e}") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{where} is not valid YAML: {e.problem or e.context}{at}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{where} is not valid YAML: {' '.join(str(e).split())[:300]}") from None
+    except RecursionError:
+        raise ValueError(f"{where} is refused: it is nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -94,11 +197,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(".".join(parts[:i + 1]), f"is a {type(child).__name__}, cannot set {key}")
+                raise ConfigError(".".join(parts[:i + 1]), f"holds the value {child!r}, not a mapping; cannot set "
+                                                            f"{key.strip()}")
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(value)
-        except yaml.YAMLError:
+            node[parts[-1]] = load_yaml(value, where=f"override {item!r}")
+        except ValueError as e:
+            if "refused" in str(e):
+                raise
             node[parts[-1]] = value
     return out
 
@@ -117,15 +223,22 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> Experime
     method = raw.get("method", "finetune")
     if not isinstance(method, str):
         raise ConfigError("method", f"expected a method name; got {method!r}")
-    args = _section(raw, "args", default={})
+    args, tune_trials = _parse_args_and_tuning(raw, method)
     _check_method(method, args)
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError("seed", f"expected an integer >= 0; got {seed!r}")
-    name = raw.get("name") or f"{data.get('name') or Path(str(_source(data)[1])).stem}-{method}"
+    name = raw.get("name")
+    if name is not None and (not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name):
+        raise ConfigError("name", f"{name!r} is not allowed; expected up to 128 letters, digits, spaces or ._+=- "
+                                  "(no '/', no '..'), starting with a letter or digit")
+    name = name or f"{data.get('name') or Path(str(_source(data)[1])).stem}-{method}"
     out = raw.get("out")
+    if out is not None and not isinstance(out, str):
+        raise ConfigError("out", f"expected a directory path; got {out!r}")
     return ExperimentConfig(data=data, model=model, train=train, forget=forget, method=method, args=args,
-                            seed=seed, name=str(name), out=None if out is None else str(out))
+                            seed=seed, name=str(name), out=None if out is None else str(out),
+                            tune_trials=tune_trials)
 
 
 def _section(raw: dict[str, Any], key: str, *, required: bool = False, default: Any = None) -> dict[str, Any]:
@@ -147,7 +260,8 @@ def _source(data: dict[str, Any]) -> tuple[str, Any]:
 
 
 def _parse_data(data: dict[str, Any], base_dir: Path) -> None:
-    allowed = set(DATA_SOURCES) | {"test_fraction", "args", "target", "groups", "size", "grayscale", "task"}
+    allowed = set(DATA_SOURCES) | {"test_fraction", "args", "target", "groups", "size", "grayscale", "task",
+                                   "standardise"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"data.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
@@ -168,6 +282,41 @@ def _parse_data(data: dict[str, Any], base_dir: Path) -> None:
         raise ConfigError("data.test_fraction", f"expected a number strictly between 0 and 1; got {tf!r}")
     if not isinstance(data.get("args", {}), dict):
         raise ConfigError("data.args", "expected a mapping")
+    if kind == "name" and isinstance(data.get("args"), dict):
+        from .data.builtin import check_builtin_args
+
+        try:
+            check_builtin_args(value, data["args"])
+        except ValueError as e:
+            bad = next((k for k in data["args"] if f"'{k}'" in str(e) or f" {k}=" in str(e)), None)
+            raise ConfigError(f"data.args.{bad}" if bad else "data.args", str(e)) from None
+    if kind != "name" and data.get("args"):
+        raise ConfigError("data.args", f"only built-in datasets (data.name) take args; data.{kind} does not")
+    for key in ("target", "groups"):
+        if key in data and data[key] is not None and (kind != "csv" or not isinstance(data[key], str)):
+            raise ConfigError(f"data.{key}", "expected a CSV column name (data.csv only); "
+                                             f"got {data[key]!r}" + ("" if kind == "csv" else f" with data.{kind}"))
+    task = data.get("task")
+    if task is not None and (kind not in ("npz", "csv") or task not in ("classification", "regression")):
+        raise ConfigError("data.task", f"expected classification or regression (data.npz or data.csv only); "
+                                       f"got {task!r}")
+    if kind != "images" and ("size" in data or "grayscale" in data):
+        bad = "size" if "size" in data else "grayscale"
+        raise ConfigError(f"data.{bad}", f"applies to data.images only; this source is data.{kind}")
+    size = data.get("size")
+    if size is not None and (not isinstance(size, list) or len(size) != 2
+                             or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096
+                                        for v in size)):
+        raise ConfigError("data.size", f"expected [height, width], integers in 1..4096; got {size!r}")
+    if not isinstance(data.get("grayscale", False), bool):
+        raise ConfigError("data.grayscale", f"expected true or false; got {data['grayscale']!r}")
+    std = data.get("standardise", "none")
+    std = {True: "features", False: "none", None: "none"}.get(std, std) if isinstance(std, (bool, type(None))) else std
+    if std not in STANDARDISE:
+        raise ConfigError("data.standardise", f"expected one of {', '.join(STANDARDISE)} (or true for features); "
+                                              f"got {data.get('standardise')!r}")
+    if "standardise" in data:
+        data["standardise"] = std
 
 
 def _parse_model(model: dict[str, Any]) -> None:
@@ -185,8 +334,10 @@ def _parse_train(train: dict[str, Any]) -> Recipe:
     for key, value in train.items():
         if key not in names:
             raise ConfigError(f"train.{key}", f"unknown setting; allowed: {', '.join(names)}")
+    from .methods.base import parse_args
+
     try:
-        return Recipe(**train)
+        return parse_args(Recipe, train, where="training setting")
     except (ValueError, TypeError) as e:
         bad = next((k for k in train if f" {k}=" in f" {e}"), None)
         raise ConfigError(f"train.{bad}" if bad else "train", str(e)) from None
@@ -200,13 +351,46 @@ def _parse_forget(forget: dict[str, Any]) -> None:
     if len(given) != 1:
         raise ConfigError("forget", f"give exactly one of {', '.join(FORGET_KINDS)}; got {given or 'none'}")
     kind, value = given[0], forget[given[0]]
+    seed = forget.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError("forget.seed", f"expected an integer >= 0; got {seed!r}")
     if kind == "fraction" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1):
         raise ConfigError("forget.fraction", f"expected a number strictly between 0 and 1; got {value!r}")
     if kind in ("classes", "indices") and (not isinstance(value, list) or not value
                                            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
         raise ConfigError(f"forget.{kind}", f"expected a non-empty list of integers; got {value!r}")
-    if kind == "groups" and not isinstance(value, list):
-        forget["groups"] = [value]
+    if kind == "groups":
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
+            raise ConfigError("forget.groups", f"expected a group value or a non-empty list of them (numbers or "
+                                               f"strings); got {value!r}")
+        forget["groups"] = values
+
+
+def _parse_args_and_tuning(raw: dict[str, Any], method: Any) -> tuple[dict[str, Any], int | None]:
+    """``args``: the method's arguments, or ``auto`` for a quick tuning whose budget ``tuning: {trials: N}`` sets."""
+    from .tuning import MAX_TRIALS, QUICK_TRIALS
+
+    value = raw.get("args")
+    if isinstance(value, str) and value != "auto":
+        raise ConfigError("args", f"expected a mapping of {method}'s arguments, or auto (a quick tuning); "
+                                  f"got {value!r}")
+    auto = value == "auto"
+    args = {} if auto else _section(raw, "args", default={})
+    tuning = raw.get("tuning")
+    if tuning is None:
+        return args, QUICK_TRIALS if auto else None
+    if not auto:
+        raise ConfigError("tuning", "sets the budget of a quick tuning and applies only with args: auto")
+    if not isinstance(tuning, dict):
+        raise ConfigError("tuning", f"expected a mapping such as {{trials: {QUICK_TRIALS}}}; got {tuning!r}")
+    extra = sorted(set(tuning) - {"trials"})
+    if extra:
+        raise ConfigError(f"tuning.{extra[0]}", "unknown key; allowed: trials")
+    trials = tuning.get("trials", QUICK_TRIALS)
+    if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= MAX_TRIALS:
+        raise ConfigError("tuning.trials", f"expected an integer in 1..{MAX_TRIALS}; got {trials!r}")
+    return args, trials
 
 
 def _check_method(method: str, args: dict[str, Any]) -> None:
@@ -217,7 +401,12 @@ def _check_method(method: str, args: dict[str, Any]) -> None:
     except ValueError as e:
         raise ConfigError("method", str(e)) from None
     try:
-        cls(**args)
+        method_args = cls(**args).args
+        if hasattr(method_args, "recipe"):
+            method_args.recipe()        # training settings are checked now, not after the original is trained
+        for key, value in dataclasses.asdict(method_args).items():
+            if key.endswith("epochs") and isinstance(value, int) and value > MAX_EPOCHS:
+                raise ValueError(f"method {method!r}: {key}={value} is not allowed; expected at most {MAX_EPOCHS}")
     except (ValueError, TypeError) as e:
         bad = next((k for k in args if f"argument {k}" in str(e) or f"{k}=" in str(e)), None)
         raise ConfigError(f"args.{bad}" if bad else "args", str(e)) from None

@@ -1,11 +1,16 @@
 """``evaluate``: the score dict of an (unlearned) model, and its gaps to a reference (the oracle).
 
 Classification (percent): ``forget_acc``, ``retain_acc``, ``test_acc``, ``ua`` = 100 − forget_acc,
-``mia_efficacy`` (see ``metrics.mia``). For class-wise forgetting ``test_acc`` covers the remaining classes and
-``test_forget_acc`` the forgotten ones. With a reference: ``gap_ua``, ``gap_retain_acc``, ``gap_test_acc``,
-``gap_mia_efficacy`` (absolute differences) and ``avg_gap``, their mean (the Avg. Gap of the SalUn and Sparsity
+``mia_efficacy`` (see ``metrics.mia``: the mean over repeated member draws, with ``mia_efficacy_std`` across draws
+and ``mia_unstable`` = 1 when the attack's decision is a coin flip). For class-wise forgetting ``test_acc`` covers
+the remaining classes and ``test_forget_acc`` the forgotten ones. With a reference: ``gap_ua``, ``gap_retain_acc``,
+``gap_test_acc``, ``gap_mia_efficacy`` (absolute differences) and ``avg_gap``, their mean (the Avg. Gap of the SalUn and Sparsity
 papers; without ``test`` only ``gap_ua`` and ``gap_retain_acc`` exist and ``avg_gap`` is their mean, which is not
-comparable with the papers' four-metric Avg. Gap).
+comparable with the papers' four-metric Avg. Gap). When the MIA of the model or of the reference is unstable,
+``avg_gap`` is the mean of the other gaps and ``avg_gap_without_mia`` = 1 says so (reports mark such a value).
+For the degenerate-model check of :mod:`expunge.verdict`: ``majority_acc`` (the accuracy of always predicting the
+most common test label) and ``top_class_share`` (% of test predictions that are the most predicted class), both on
+the test examples ``test_acc`` covers (on retain without ``test``).
 
 Regression: ``forget_mae``, ``retain_mae``, ``test_mae``, ``mia_efficacy`` (loss-based), with a reference
 ``w1_to_reference`` (Wasserstein-1 between the two models' forget-set predictions) and the ``gap_*`` of each.
@@ -41,7 +46,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .data.datasets import resolve, targets
-from .metrics import per_example_loss, predict, svc_mia_efficacy, true_class_confidence
+from .metrics import logit_scaled_confidence, per_example_loss, predict
+from .metrics.mia import svc_mia
 from .provenance import provenance
 from .training import regression_output
 
@@ -88,6 +94,9 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
         gaps = {f"gap_{k}": abs(scores[k] - ref[k]) for k in names if k in scores and k in ref}
         scores.update(gaps)
         if task == "classification" and gaps:
+            if scores.get("mia_unstable") or ref.get("mia_unstable"):
+                gaps.pop("gap_mia_efficacy", None)
+                scores["avg_gap_without_mia"] = 1.0
             scores["avg_gap"] = sum(gaps.values()) / len(gaps)
         if task == "regression":
             scores["w1_to_reference"] = _w1(predict(model, forget), predict(reference, forget), targets(forget))
@@ -175,16 +184,26 @@ def _scores(model, forget, retain, test, task, classes, seed) -> dict[str, float
                 keep = ~torch.isin(ty, torch.tensor(classes))
                 out["test_forget_acc"] = _accuracy(to[~keep], ty[~keep])
             out["test_acc"] = _accuracy(to[keep], ty[keep])
-            out["mia_efficacy"] = svc_mia_efficacy(true_class_confidence(fo, fy), true_class_confidence(ro, ry),
-                                                   true_class_confidence(to[keep], ty[keep]), seed=seed)
+            out.update(_shares(to[keep], ty[keep]))
+            phi = lambda o, y: torch.from_numpy(logit_scaled_confidence(o, y))
+            out.update(svc_mia(phi(fo, fy), phi(ro, ry), phi(to[keep], ty[keep]), seed=seed).scores())
+        else:
+            out.update(_shares(ro, ry))
     else:
         out["forget_mae"] = _mae(fo, fy)
         out["retain_mae"] = _mae(ro, ry)
         if to is not None:
             out["test_mae"] = _mae(to, ty)
-            out["mia_efficacy"] = svc_mia_efficacy(per_example_loss(fo, fy, task), per_example_loss(ro, ry, task),
-                                                   per_example_loss(to, ty, task), seed=seed)
+            out.update(svc_mia(per_example_loss(fo, fy, task), per_example_loss(ro, ry, task),
+                               per_example_loss(to, ty, task), seed=seed).scores())
     return out
+
+
+def _shares(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    if len(y) == 0:
+        return {}
+    share = lambda v: float(100.0 * torch.bincount(v).max() / len(v))
+    return {"majority_acc": share(y), "top_class_share": share(logits.argmax(-1))}
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:

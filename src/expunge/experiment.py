@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from . import api
 from .config import ExperimentConfig
 from .data import load_builtin, load_csv, load_image_folder, load_npz, split_forget
-from .data.datasets import ArrayDataset, groups_of
+from .data.datasets import ArrayDataset, groups_of, standardise
 from .evaluate import evaluate
 from .modelio import save_model
 from .store import RunStore
@@ -53,10 +53,14 @@ class Comparison:
     original: dict[str, float]
     oracle: dict[str, float]
     results: list[MethodResult] = field(default_factory=list)
+    floor: dict[str, float] | None = None     # a second oracle (another seed) scored against the oracle
+    sizes: dict[str, int] = field(default_factory=dict)   # train, forget, retain and test sizes
 
 
-def load_data(spec: dict[str, Any], seed: int) -> tuple[Dataset, Dataset]:
-    """``(train, test)`` for a config's data section."""
+FLOOR_SEED_OFFSET = 10_000   # the noise-floor oracle retrains under seed + this
+
+
+def _load_split(spec: dict[str, Any], seed: int) -> tuple[Dataset, Dataset]:
     tf = spec.get("test_fraction", 0.2)
     if "name" in spec:
         return load_builtin(spec["name"], test_fraction=tf, seed=seed, **spec.get("args", {}))
@@ -69,6 +73,17 @@ def load_data(spec: dict[str, Any], seed: int) -> tuple[Dataset, Dataset]:
         full = load_image_folder(spec["images"], size=tuple(size) if size else None,
                                  grayscale=bool(spec.get("grayscale", False)))
     return _split_file_data(full, tf, seed)
+
+
+def load_data(spec: dict[str, Any], seed: int) -> tuple[Dataset, Dataset]:
+    """``(train, test)`` for a config's data section, standardised as ``standardise`` asks (features, targets or
+    both; mean and standard deviation fitted on the training split only)."""
+    train, test = _load_split(spec, seed)
+    how = spec.get("standardise", "none")
+    if how in ("features", "targets", "both"):
+        train, test = standardise(train, test, features=how in ("features", "both"),
+                                  targets=how in ("targets", "both"))
+    return train, test
 
 
 def _split_file_data(full: ArrayDataset, test_fraction: float, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
@@ -98,8 +113,32 @@ def make_split(train: Dataset, spec: dict[str, Any], seed: int):
     groups = groups_of(train)
     if groups is None:
         raise ValueError("forget.groups needs per-row groups in the data (data.groups: <CSV column>)")
-    wanted = [str(g) for g in spec["groups"]]
-    return split_forget(train, where=lambda g: np.isin(g.astype(str), wanted))
+    return split_forget(train, where=_group_matcher(groups, list(spec["groups"])))
+
+
+def _group_matcher(groups: np.ndarray, wanted: list[Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """A predicate over the data's groups selecting ``wanted``; numbers match numbers, text matches text. Every
+    wanted group must exist (a typo would otherwise forget nothing)."""
+    numeric = np.issubdtype(groups.dtype, np.number)
+    values = []
+    for w in wanted:
+        if numeric:
+            try:
+                values.append(float(w))
+            except (TypeError, ValueError):
+                raise ValueError(f"forget.groups: {w!r} is not a number, but the data's groups are numbers "
+                                 f"(e.g. {', '.join(map(str, np.unique(groups)[:5]))})") from None
+        else:
+            values.append(str(w))
+    present = set(np.unique(groups.astype(np.float64) if numeric else groups.astype(str)).tolist())
+    missing = [w for w, v in zip(wanted, values) if v not in present]
+    if missing:
+        sample = sorted(present)[:5]
+        raise ValueError(f"forget.groups: no rows with group {missing[0]!r}; the data's groups include "
+                         f"{', '.join(str(int(g)) if numeric and float(g).is_integer() else str(g) for g in sample)}")
+    if numeric:
+        return lambda g: np.isin(g.astype(np.float64), values)
+    return lambda g: np.isin(g.astype(str), values)
 
 
 def prepare(cfg: ExperimentConfig) -> Prepared:
@@ -109,12 +148,31 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     return Prepared(train, test, forget, retain, template)
 
 
+def check_experiment(cfg: ExperimentConfig, prepared: Prepared) -> None:
+    """Check that the method can run on this data, model and forget request, before anything is trained."""
+    from .methods import get
+    from .methods.base import check_request
+
+    cls = get(cfg.method)
+    if cls.needs_special_original:
+        raise ValueError(f"method {cfg.method!r} needs a specially trained original (see its documentation); "
+                         "experiment configs train one ordinary model; choose another method")
+    if cls.requires_conv and not any(isinstance(m, nn.Conv2d) for m in prepared.template.modules()):
+        raise ValueError(f"method {cfg.method!r} needs convolution layers and model {cfg.model['name']!r} has none; "
+                         "use model.name cnn or resnet18 on image data, or another method")
+    api.check_outputs(prepared.template, prepared.train)
+    check_request(prepared.template, prepared.forget, prepared.retain, cls(**cfg.args))
+
+
 def compare_methods(prepared: Prepared, methods: dict[str, dict[str, Any]], *, recipe: dict[str, Any],
                     seed: int = 0, scenario: str = "", original: nn.Module | None = None,
-                    on_result: Callable[[MethodResult], None] | None = None) -> Comparison:
+                    on_result: Callable[[MethodResult], None] | None = None,
+                    noise_floor: bool = False) -> Comparison:
     """Train the original (unless given) and the oracle once; run and score every method against the oracle.
 
-    A method that diverges or fails is reported with its error and no scores; the others still run.
+    A method that diverges or fails is reported with its error and no scores; the others still run. With
+    ``noise_floor`` a second oracle (seed + :data:`FLOOR_SEED_OFFSET`) is scored against the first
+    (``Comparison.floor``): the gap of exact retraining to itself, which ``expunge.verdict`` reads gaps against.
     """
     p = prepared
     if original is None:
@@ -124,7 +182,12 @@ def compare_methods(prepared: Prepared, methods: dict[str, dict[str, Any]], *, r
                                            seed=seed)
     original_scores = score(original)
     original_scores.pop("rte", None)   # the original's training time is not an unlearning cost
-    comp = Comparison(scenario, original_scores, score(oracle, None))
+    comp = Comparison(scenario, original_scores, score(oracle, None),
+                      sizes={k: len(getattr(p, k)) for k in ("train", "forget", "retain", "test")})
+    if noise_floor:
+        second = api.unlearn(original, forget=p.forget, retain=p.retain, method="retrain",
+                             seed=seed + FLOOR_SEED_OFFSET)
+        comp.floor = score(second)
     for name, args in methods.items():
         try:
             model = api.unlearn(original, forget=p.forget, retain=p.retain, method=name, seed=seed, **args)
@@ -137,17 +200,35 @@ def compare_methods(prepared: Prepared, methods: dict[str, dict[str, Any]], *, r
     return comp
 
 
-def run_experiment(cfg: ExperimentConfig, *, store: RunStore | None = None,
-                   out: str | Path | None = None) -> tuple[str | None, Comparison]:
-    """Run one config end to end; record params, metrics and the saved model in ``store``."""
-    prepared = prepare(cfg)
-    out_dir = Path(out or cfg.out or Path("expunge-runs") / cfg.name)
+def output_dir(cfg: ExperimentConfig, out: str | Path | None = None) -> Path:
+    """Where a run saves its model: ``out``, else the config's ``out``, else ``expunge-runs/<name>``."""
+    return Path(out or cfg.out or Path("expunge-runs") / cfg.name)
+
+
+def run_experiment(cfg: ExperimentConfig, *, store: RunStore | None = None, out: str | Path | None = None,
+                   prepared: Prepared | None = None,
+                   on_message: Callable[[str], None] | None = None) -> tuple[str | None, Comparison]:
+    """Run one config end to end; record params, metrics and the saved model in ``store``. Everything about the
+    data, model and method is checked before the run is recorded or anything is trained. With ``args: auto``
+    (``cfg.tune_trials``) the method's arguments come from a quick tuning (``expunge.tuning.quick_tune``); its
+    budget and rough time go to ``on_message`` before it starts, and the tuned arguments are recorded."""
+    from .tuning import tuning_set
+
+    prepared = prepared or prepare(cfg)
+    check_experiment(cfg, prepared)
+    tset = tuning_set(prepared.train, prepared.forget, seed=cfg.seed) if cfg.tune_trials else None
+    out_dir = output_dir(cfg, out)
     run_id = None
     ctx = store.run(cfg.name, "run", params=cfg.to_dict()) if store else _null_run()
     with ctx as run_id:
         start = time.perf_counter()
-        comp = compare_methods(prepared, {cfg.method: cfg.args}, recipe=cfg.train.to_dict(), seed=cfg.seed,
-                               scenario=str(cfg.forget))
+        args, original = cfg.args, None
+        if tset is not None:
+            args, original = _quick_tuned(cfg, prepared, tset, on_message or (lambda line: None))
+            if store and run_id:
+                store.log_params(run_id, {"tuned_args": args})
+        comp = compare_methods(prepared, {cfg.method: args}, recipe=cfg.train.to_dict(), seed=cfg.seed,
+                               scenario=str(cfg.forget), original=original)
         result = comp.results[0]
         if result.error:
             raise DivergenceError(result.error)
@@ -158,6 +239,34 @@ def run_experiment(cfg: ExperimentConfig, *, store: RunStore | None = None,
                                        "wall_seconds": time.perf_counter() - start})
             store.log_artifact(run_id, model_path.resolve(), "model")
     return run_id, comp
+
+
+def _quick_tuned(cfg: ExperimentConfig, p: Prepared, tset, say: Callable[[str], None]) -> tuple[dict, nn.Module]:
+    """Train the original, then tune the method on ``tset``; return the tuned arguments and the original."""
+    from .tuning import TuningError, estimate_seconds, quick_tune, train_oracle
+
+    from .methods import get
+
+    original = api.train(p.template, p.train, seed=cfg.seed, **cfg.train.to_dict())
+    grid = list(get(cfg.method).grid)
+    if not set(grid) - set(cfg.args):
+        say(f"nothing to tune: the config sets every argument of {cfg.method}'s grid ({', '.join(grid) or 'none'}); "
+            "running with them")
+        return dict(cfg.args), original
+    start = time.perf_counter()
+    train_oracle(original, tset, test=p.test, seed=cfg.seed)
+    est = estimate_seconds([cfg.method], tset, cfg.tune_trials, cfg.args)
+    say(f"quick tuning of {cfg.method}: {cfg.tune_trials} trial(s) against the oracle of another forget set "
+        f"({tset.description}, retrained in {tset.oracle_seconds:.1f}s); about "
+        f"{'?' if est is None else f'{est:.0f}'}s more (rough estimate)")
+    try:
+        result = quick_tune(cfg.method, original, tset, test=p.test, trials=cfg.tune_trials, seed=cfg.seed,
+                            fixed=cfg.args)
+    except TuningError as e:
+        raise DivergenceError(f"quick tuning found no working arguments: {e}") from None
+    say(f"tuned {cfg.method}: {result.best_args} ({result.objective} {result.best_value:.2f} on the tuning set) in "
+        f"{time.perf_counter() - start:.0f}s")
+    return result.best_args, original
 
 
 class _null_run:

@@ -1,14 +1,26 @@
 """Model files: safetensors weights plus a JSON sidecar (architecture, recipe, method, data fingerprint).
 
 Pickle checkpoints (``torch.save`` files, ``.pt``/``.pth``/``.pkl``/``.ckpt``) are refused and never unpickled:
-loading one can run arbitrary code. Writes are atomic (temporary file, then rename), so a failed save leaves
-nothing half-written.
+loading one can run arbitrary code.
+
+Saving writes both files of the pair to temporary files beside their destinations (flushed to disk) before either
+replaces anything; if a step fails after the weights were renamed into place, the previous weights are put back.
+A failure at any step therefore leaves the previous pair intact and loadable (or, for a new name, nothing). The
+sidecar records the weights' SHA-256, and loading checks it, so weights and a sidecar that were not saved together
+(or a truncated, corrupted file) are reported as such rather than loaded.
+
+Loading checks the safetensors header against the file's size and the declared architecture against the header
+(building it on torch's ``meta`` device, which allocates nothing) before any tensor is allocated, so a sidecar or
+header declaring an enormous layer is refused at once.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +31,11 @@ from .provenance import Provenance, provenance
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 FORMAT = "expunge-model/1"
+CHECKSUM = "weights_sha256"
+MAX_HEADER_BYTES = 100 * 2**20      # safetensors' own limit on its JSON header
+MAX_SIDECAR_BYTES = 16 * 2**20
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
+               "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8}
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -26,16 +43,45 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory, flushed, then renamed."""
+    tmp = _write_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _sync_dir(path.parent)
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    """``data`` in a new temporary file beside ``path``, flushed to disk; removed again if any step fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())   # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def _sync_dir(directory: Path) -> None:
+    """Flush a directory's entries (the renames) to disk where the platform allows it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -54,16 +100,54 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, extra: dict[str, An
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    weights = save(state)
     meta = {"format": FORMAT, "provenance": provenance(model).to_dict(), "extra": extra or {},
-            "tensors": {k: list(v.shape) for k, v in state.items()}}
-    side = sidecar_path(path)
-    atomic_write(path, save(state))
-    try:
-        atomic_write(side, json.dumps(meta, indent=2, default=str).encode())
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+            "tensors": {k: list(v.shape) for k, v in state.items()},
+            CHECKSUM: hashlib.sha256(weights).hexdigest()}
+    _write_pair(path, weights, sidecar_path(path), json.dumps(meta, indent=2, default=str).encode())
     return path
+
+
+def _write_pair(path: Path, weights: bytes, side: Path, sidecar: bytes) -> None:
+    """Replace the pair (``path``, ``side``) so that a failure at any step leaves the previous pair as it was."""
+    new_weights = _write_temp(path, weights)
+    try:
+        new_sidecar = _write_temp(side, sidecar)
+    except BaseException:
+        new_weights.unlink(missing_ok=True)
+        raise
+    backup = None
+    replaced = False
+    try:
+        if path.exists():
+            backup = _backup(path)
+        os.replace(new_weights, path)
+        replaced = True
+        os.replace(new_sidecar, side)
+    except BaseException:
+        if replaced:   # the new weights are in place beside the old sidecar: put the old weights back
+            if backup is not None:
+                restore, backup = backup, None    # kept, whatever happens: it holds the previous weights
+                os.replace(restore, path)         # if this fails too, loading reports the mismatched pair
+            else:
+                path.unlink(missing_ok=True)
+        raise
+    finally:
+        for leftover in (new_weights, new_sidecar, backup):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
+    _sync_dir(path.parent)
+
+
+def _backup(path: Path) -> Path:
+    """A second name for ``path``'s current content (a hard link, else a copy), to restore it from."""
+    name = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.old"
+    try:
+        os.link(path, name)
+    except OSError:
+        name.unlink(missing_ok=True)
+        return _write_temp(name, path.read_bytes())
+    return name
 
 
 def _refuse_pickle(path: Path) -> None:
@@ -75,11 +159,55 @@ def _refuse_pickle(path: Path) -> None:
                          "Load it yourself if you trust it and save the state with expunge.save_model")
 
 
-def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_header(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Each tensor's dtype and shape from a safetensors file's header, after checking that the header and the
+    tensors it declares fit the file exactly (a truncated or padded file is refused); allocates no tensor."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"model file not found: {path}")
     _refuse_pickle(path)
+    size = path.stat().st_size
+    bad = f"{path}: not a valid safetensors file"
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise ValueError(f"{bad} ({size} bytes, shorter than the 8-byte header length)")
+        n = int.from_bytes(raw, "little")
+        if n > min(size - 8, MAX_HEADER_BYTES):
+            raise ValueError(f"{bad} (declares a {n}-byte header in a {size}-byte file: truncated or not safetensors)")
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{bad} (its header is not JSON: {e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{bad} (its header is not a JSON object)")
+    data = size - 8 - n
+    out: dict[str, tuple[str, tuple[int, ...]]] = {}
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (lo, hi) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+            ok = dtype in DTYPE_BYTES and all(type(d) is int and d >= 0 for d in shape) \
+                and type(lo) is int and type(hi) is int and 0 <= lo <= hi
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{bad} (tensor {name!r} has a malformed entry in the header)")
+        if hi - lo != math.prod(shape) * DTYPE_BYTES[dtype]:
+            raise ValueError(f"{bad} (tensor {name!r} of shape {list(shape)} does not match its {hi - lo} bytes)")
+        out[name] = (dtype, shape)
+        end = max(end, hi)
+    if end != data:
+        raise ValueError(f"{bad} (the header declares {end} bytes of tensor data, the file holds {data}: "
+                         f"{'truncated' if end > data else 'trailing bytes'})")
+    return out
+
+
+def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    read_header(path)
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -93,41 +221,106 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     side = sidecar_path(path)
     if not side.is_file():
         return {}
+    if side.stat().st_size > MAX_SIDECAR_BYTES:
+        raise ValueError(f"{side}: sidecar is {side.stat().st_size} bytes; a model sidecar is at most "
+                         f"{MAX_SIDECAR_BYTES} bytes")
     try:
-        return json.loads(side.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{side}: sidecar is not valid JSON ({e})") from None
+        meta = json.loads(side.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{side}: sidecar is not valid JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{side}: sidecar must be a JSON object; got {type(meta).__name__}")
+    return meta
+
+
+def check_model_files(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Check a saved pair without loading it: the safetensors layout (:func:`read_header`), and the sidecar's
+    tensor list and weights checksum against the file. Returns the header; raises ValueError naming the problem."""
+    path = Path(path)
+    header = read_header(path)
+    _check_pair(path, header, read_sidecar(path))
+    return header
+
+
+def _check_pair(path: Path, header: dict[str, tuple[str, tuple[int, ...]]], meta: dict[str, Any]) -> None:
+    side = sidecar_path(path)
+    declared = meta.get("tensors")
+    if isinstance(declared, dict):
+        held = {k: list(shape) for k, (_, shape) in header.items()}
+        if {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in declared.items()} != held:
+            diff = sorted(set(declared) ^ set(held)) or [k for k in held if list(declared[k]) != held[k]]
+            raise ValueError(f"{path}: weights and sidecar {side.name} do not belong together (they disagree on "
+                             f"tensor {diff[0]!r}); save the model again")
+    want = meta.get(CHECKSUM)
+    if want is not None:
+        digest = _sha256(path)
+        if digest != want:
+            raise ValueError(f"{path}: weights do not match the checksum their sidecar {side.name} records (sha256 "
+                             f"{digest[:12]}…, recorded {str(want)[:12]}…): the file is corrupt or the pair was not "
+                             "saved together; save the model again")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_model(path: str | os.PathLike, *, into: nn.Module | None = None) -> nn.Module:
     """Load weights saved by :func:`save_model`.
 
     ``into``: a model of the same architecture to load them into (it is modified and returned). Without it, the
-    architecture is rebuilt from the sidecar, which works for models built by name (``expunge.models``).
+    architecture is rebuilt from the sidecar, which works for models built by name (``expunge.models``). Shapes
+    are checked against the file's header before anything is allocated.
     """
-    state = read_state(path)
+    path = Path(path)
+    header = check_model_files(path)
     meta = read_sidecar(path)
-    prov = Provenance.from_dict(meta.get("provenance", {}))
+    prov = Provenance.from_dict(meta.get("provenance", {}) if isinstance(meta.get("provenance"), dict) else {})
     if into is None:
         arch = prov.architecture
         if not arch:
             raise ValueError(f"{path}: the sidecar names no built-in architecture; pass into=<a model of the same "
                              "architecture>")
-        from .models import build_model
-
-        into = build_model(arch["name"], **arch["kwargs"])
+        into = _build_checked(path, arch, header)
     if not isinstance(into, nn.Module):
         raise TypeError(f"into must be a torch nn.Module; got {type(into).__name__}")
-    want = into.state_dict()
-    missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    bad = [k for k in want if tuple(want[k].shape) != tuple(state[k].shape)]
-    if bad:
-        k = bad[0]
-        raise ValueError(f"{path}: tensor {k} has shape {tuple(state[k].shape)}, the model expects "
-                         f"{tuple(want[k].shape)}")
-    into.load_state_dict(state)
+    _check_fits(path, into.state_dict(), header)
+    into.load_state_dict(read_state(path))
     into.eval()
     into.__dict__["_expunge_provenance"] = prov
     return into
+
+
+def _build_checked(path: Path, arch: Any, header: dict[str, tuple[str, tuple[int, ...]]]) -> nn.Module:
+    """The sidecar's architecture, built first on the ``meta`` device (no memory) and checked against the header,
+    then for real."""
+    from .models import build_model
+
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str) or not isinstance(arch.get("kwargs"), dict):
+        raise ValueError(f"{path}: the sidecar's architecture must be {{\"name\": ..., \"kwargs\": {{...}}}}; got "
+                         f"{str(arch)[:80]}")
+    listed = sum(len(v) for k, v in arch["kwargs"].items() if isinstance(v, (list, tuple)) and k != "sample_shape")
+    if listed > len(header):   # each layer a list argument asks for (hidden widths) holds at least one tensor
+        raise ValueError(f"{path}: the sidecar's architecture lists {listed} layers, the weights hold "
+                         f"{len(header)} tensors")
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(arch["name"], **arch["kwargs"])
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        raise ValueError(f"{path}: the sidecar's architecture cannot be built: {e}") from None
+    _check_fits(path, skeleton.state_dict(), header)
+    return build_model(arch["name"], **arch["kwargs"])
+
+
+def _check_fits(path: Path, want: dict[str, torch.Tensor], header: dict[str, tuple[str, tuple[int, ...]]]) -> None:
+    missing, unexpected = sorted(set(want) - set(header)), sorted(set(header) - set(want))
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    bad = [k for k in want if tuple(want[k].shape) != tuple(header[k][1])]
+    if bad:
+        k = bad[0]
+        raise ValueError(f"{path}: tensor {k} has shape {tuple(header[k][1])}, the model expects "
+                         f"{tuple(want[k].shape)}")

@@ -12,16 +12,20 @@ model's output and the target, both with a leading batch axis of length one.
 
 :func:`per_sample_grads_loop` computes the same thing one example at a time with ordinary autograd; it is the
 slow reference against which tests and ``benchmarks/per_sample_grads.py`` check the vectorised path.
+
+:func:`fisher_vector_product` gives Gᵀ(G·v) for the N×P matrix G of per-sample gradients without forming G (a
+forward-mode and a reverse-mode pass per block of examples), so memory does not grow with N·P.
 """
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Callable, Iterator, Union
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from ._memory import hold_freed_memory
 from .data.datasets import infer_task
@@ -66,13 +70,14 @@ def add_flat_(model: nn.Module, vector: torch.Tensor, scale: float = 1.0) -> Non
             start += p.numel()
 
 
-def resolve_loss(loss: Loss, y: torch.Tensor, task: str | None = None) -> Callable:
-    """A loss callable ``(out, y) -> scalar`` from a name in ``training.LOSSES`` or a callable."""
+def resolve_loss(loss: Loss, y: torch.Tensor, task: str | None = None, reduction: str = "mean") -> Callable:
+    """A loss callable ``(out, y) -> scalar`` from a name in ``training.LOSSES`` or a callable (``reduction``:
+    see :func:`expunge.training.task_loss`; named losses only)."""
     if callable(loss):
         return loss
     if not isinstance(loss, str) or loss not in LOSSES:
         raise ValueError(f"loss={loss!r} is not allowed; expected one of {', '.join(LOSSES)} or a callable")
-    return task_loss(loss, task or infer_task(y))
+    return task_loss(loss, task or infer_task(y), reduction=reduction)
 
 
 @contextlib.contextmanager
@@ -130,6 +135,59 @@ def iter_per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         for start in range(0, len(x), step):
             rows = slice(start, min(start + step, len(x)))
             yield rows, batched(params, x[rows], y[rows])
+
+
+def fisher_vector_product(model: nn.Module, x: torch.Tensor, y: torch.Tensor, vector: torch.Tensor, *,
+                          loss: Loss = "auto", task: str | None = None, chunk_size: int = 256) -> torch.Tensor:
+    """Gᵀ(G·vector) = Σ_i g_i (g_i · vector), with g_i the gradient of example i's loss (the rows of
+    :func:`per_sample_grads`), as a flat ``[P]`` vector, without forming any g_i.
+
+    For each block of ``chunk_size`` examples, one forward-mode pass (``torch.func.jvp``) gives the directional
+    derivatives g_i · vector of the per-example losses and one reverse-mode pass (``torch.func.vjp``) sums the
+    gradients weighted by them. Memory: one block's activations and their tangents plus a few vectors of length
+    P, whatever the number of examples; time: about three forward passes over the examples."""
+    _check_inputs(x, y, chunk_size)
+    params = {n: p.detach() for n, p in trainable(model).items()}
+    consts = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    consts.update({n: b for n, b in model.named_buffers()})
+    tangent = _unflatten(vector, params)
+    if callable(loss):   # a loss of one example: vectorised over the block
+        def one(theta: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+            return loss(functional_call(model, (theta, consts), (xi.unsqueeze(0),)), yi.unsqueeze(0))
+
+        def block_losses(theta: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+            return vmap(one, in_dims=(None, 0, 0))(theta, xs, ys)
+    else:                # a named loss, per example in one batched pass (eval mode: examples do not interact)
+        per_value = resolve_loss(loss, y, task, reduction="none")
+
+        def block_losses(theta: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+            values = per_value(functional_call(model, (theta, consts), (xs,)), ys)
+            return values.reshape(len(xs), -1).mean(1)
+
+    total = torch.zeros(vector.shape, dtype=vector.dtype, device=vector.device)
+    with eval_mode(model):
+        for xs, ys in zip(x.split(chunk_size), y.split(chunk_size)):
+            losses = lambda theta, xs=xs, ys=ys: block_losses(theta, xs, ys)  # noqa: E731
+            with warnings.catch_warnings():   # torch's first forward-mode pass scripts decompositions (deprecated API)
+                warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+                _, dots = jvp(losses, (params,), (tangent,))
+            _, pullback = vjp(losses, params)
+            (weighted,) = pullback(dots.detach())
+            total += torch.cat([weighted[n].reshape(-1) for n in params]).to(total.dtype)
+    return total
+
+
+def _unflatten(vector: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A flat vector laid out like a flat gradient, as tensors shaped like ``params`` (in their dtype)."""
+    total = sum(p.numel() for p in params.values())
+    if not isinstance(vector, torch.Tensor) or vector.shape != (total,):
+        raise ValueError(f"vector must be a tensor of shape ({total},), one entry per trainable parameter; got "
+                         f"{tuple(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__}")
+    out, start = {}, 0
+    for name, p in params.items():
+        out[name] = vector[start:start + p.numel()].view(p.shape).to(p.dtype)
+        start += p.numel()
+    return out
 
 
 def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: Loss = "auto",

@@ -1,94 +1,167 @@
-"""Per-method arguments for scikit-learn's digits, used by ``expunge demo``.
+"""Per-method arguments tuned by a benchmark, keyed by what they were tuned on, and the lookup that finds them.
 
-Paper defaults are set for CIFAR-scale data and often do nothing on 1,437 small images. These arguments are the
-ones the digits benchmark chose by tuning each method against the oracle (Optuna, the same trial budget for every
-method): for random forgetting, tuned on another random 10% of the training set; for class-wise forgetting, tuned on
-another class than the one forgotten. Written by ``python benchmarks/presets_from_digits.py`` from
-``benchmarks/results/digits.json`` (``expunge bench benchmarks/digits.yaml``); do not edit by hand.
+Paper defaults are set for CIFAR-scale data and often do nothing on small data, so ``expunge demo`` runs each method
+with the arguments the digits benchmark chose by tuning it against the oracle. Arguments tuned for one setup can be
+far off on another (on a wider MLP than the one they were tuned on, the digits arguments made neggrad_plus ten times
+worse on class-wise forgetting), so a preset is used only where everything it was tuned on matches:
+
+- ``data``: the training set's name and its number of rows (``digits/train``, 1437 rows);
+- ``architecture``: the model's layers in order, each with its parameter shapes (so widths and depth count);
+- ``scenario``: ``random``, ``class`` (class-wise) or ``worst_case`` forgetting;
+- ``recipe``: the original's training recipe, every field of :class:`expunge.training.Recipe`.
+
+:func:`method_args` returns a method's arguments and one line saying where they came from: the preset, or, when none
+fits, which key differs from the nearest preset and that the method's paper defaults are used instead (``--tune`` on
+``expunge demo`` / ``expunge run``, or ``args: auto`` in a config, runs a quick tuning instead; see
+:func:`expunge.tuning.quick_tune`).
+
+The table is ``expunge.presets_data.PRESETS``, written by ``python benchmarks/presets_from_digits.py`` from the
+digits benchmark's results; do not edit it by hand.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-DIGITS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
-    'cnn': {
-        'class': {
-            'bad_teacher': {'epochs': 5, 'lr': 0.001, 'retain_fraction': 0.3},
-            'boundary_expand': {'epochs': 10, 'lr': 0.005},
-            'boundary_shrink': {'attack': 'pgd', 'bound': 0.1, 'epochs': 10, 'lr': 0.001},
-            'ct': {'epochs': 10, 'lr': 0.05},
-            'finetune': {'epochs': 10, 'lr': 0.05},
-            'fisher': {'alpha': 1e-08, 'fisher': 'empirical'},
-            'gradient_ascent': {'epochs': 5, 'lr': 0.001},
-            'influence': {'alpha': 3.0, 'damping': 1.0, 'max_samples': 512},
-            'l1_sparse': {'alpha': 0.0001, 'epochs': 10, 'lr': 0.05},
-            'laf': {'epochs': 20, 'extract_weight': 0.5, 'latent_dim': 16, 'lr': 0.0003, 'temperature': 5.0},
-            'msg': {'epochs': 10, 'grad_scale': 0.1, 'init_rate': 0.5, 'lr': 0.01},
-            'neggrad_plus': {'alpha': 0.99, 'epochs': 10, 'lr': 0.01},
-            'random_label': {'epochs': 5, 'lr': 0.001},
-            'salun': {'epochs': 5, 'lr': 0.005, 'ratio': 0.5},
-            'scrub': {'alpha': 0.1, 'epochs': 10, 'lr': 0.001, 'msteps': 2},
-            'ssd': {'alpha': 50.0, 'lam': 0.5},
-        },
-        'random': {
-            'bad_teacher': {'epochs': 3, 'lr': 0.0005, 'retain_fraction': 0.3},
-            'boundary_expand': {'epochs': 10, 'lr': 0.0001},
-            'boundary_shrink': {'attack': 'pgd', 'bound': 0.03, 'epochs': 10, 'lr': 0.0001},
-            'ct': {'epochs': 10, 'lr': 0.05},
-            'finetune': {'epochs': 5, 'lr': 0.05},
-            'fisher': {'alpha': 1e-07, 'fisher': 'true'},
-            'gradient_ascent': {'epochs': 3, 'lr': 0.01},
-            'influence': {'alpha': 0.1, 'damping': 1.0, 'max_samples': 512},
-            'l1_sparse': {'alpha': 0.0001, 'epochs': 10, 'lr': 0.05},
-            'laf': {'epochs': 60, 'extract_weight': 1.0, 'latent_dim': 16, 'lr': 0.001, 'temperature': 20.0},
-            'msg': {'epochs': 3, 'grad_scale': 0.3, 'init_rate': 0.1, 'lr': 0.05},
-            'neggrad_plus': {'alpha': 0.95, 'epochs': 10, 'lr': 0.01},
-            'random_label': {'epochs': 5, 'lr': 0.001},
-            'salun': {'epochs': 5, 'lr': 0.005, 'ratio': 0.5},
-            'scrub': {'alpha': 0.001, 'epochs': 3, 'lr': 0.0005, 'msteps': 3},
-            'ssd': {'alpha': 50.0, 'lam': 0.5},
-        },
-    },
-    'mlp': {
-        'class': {
-            'bad_teacher': {'epochs': 5, 'lr': 0.001, 'retain_fraction': 0.3},
-            'boundary_expand': {'epochs': 5, 'lr': 0.001},
-            'boundary_shrink': {'attack': 'pgd', 'bound': 0.1, 'epochs': 10, 'lr': 0.001},
-            'finetune': {'epochs': 10, 'lr': 0.1},
-            'fisher': {'alpha': 1e-07, 'fisher': 'true'},
-            'gradient_ascent': {'epochs': 3, 'lr': 0.01},
-            'influence': {'alpha': 1.0, 'damping': 0.01, 'max_samples': 512},
-            'l1_sparse': {'alpha': 0.0001, 'epochs': 10, 'lr': 0.05},
-            'laf': {'epochs': 60, 'extract_weight': 0.5, 'latent_dim': 8, 'lr': 0.001, 'temperature': 20.0},
-            'msg': {'epochs': 10, 'grad_scale': 0.1, 'init_rate': 0.5, 'lr': 0.01},
-            'neggrad_plus': {'alpha': 0.99, 'epochs': 5, 'lr': 0.05},
-            'random_label': {'epochs': 10, 'lr': 0.01},
-            'salun': {'epochs': 10, 'lr': 0.013, 'ratio': 0.5},
-            'scrub': {'alpha': 0.1, 'epochs': 3, 'lr': 0.005, 'msteps': 2},
-            'ssd': {'alpha': 50.0, 'lam': 0.5},
-        },
-        'random': {
-            'bad_teacher': {'epochs': 5, 'lr': 0.0005, 'retain_fraction': 0.1},
-            'boundary_expand': {'epochs': 10, 'lr': 0.0001},
-            'boundary_shrink': {'attack': 'pgd', 'bound': 0.1, 'epochs': 10, 'lr': 0.0001},
-            'finetune': {'epochs': 10, 'lr': 0.05},
-            'fisher': {'alpha': 1e-06, 'fisher': 'true'},
-            'gradient_ascent': {'epochs': 1, 'lr': 0.1},
-            'influence': {'alpha': 10.0, 'damping': 1.0, 'max_samples': 512},
-            'l1_sparse': {'alpha': 1e-05, 'epochs': 10, 'lr': 0.05},
-            'laf': {'epochs': 60, 'extract_weight': 1.0, 'latent_dim': 16, 'lr': 0.003, 'temperature': 20.0},
-            'msg': {'epochs': 10, 'grad_scale': 0.1, 'init_rate': 0.3, 'lr': 0.01},
-            'neggrad_plus': {'alpha': 0.99, 'epochs': 5, 'lr': 0.05},
-            'random_label': {'epochs': 5, 'lr': 0.001},
-            'salun': {'epochs': 5, 'lr': 0.05, 'ratio': 0.1},
-            'scrub': {'alpha': 0.01, 'epochs': 10, 'lr': 0.01, 'msteps': 3},
-            'ssd': {'alpha': 20.0, 'lam': 0.1},
-        },
-    },
-}
+from torch import nn
+from torch.utils.data import Dataset
+
+SCENARIOS = ("random", "class", "worst_case")
+SCENARIO_WORDS = {"random": "random forgetting", "class": "class-wise forgetting",
+                  "worst_case": "worst-case forgetting"}
+FORGET_KIND_SCENARIOS = {"fraction": "random", "classes": "class", "worst_case": "worst_case"}
+TUNE_HINT = "--tune or args: auto runs a quick tuning"
 
 
-def digits_args(model: str, scenario: str, method: str) -> dict[str, Any]:
-    """The arguments for ``method`` on digits with ``model`` ("mlp" or "cnn") and ``scenario`` ("random" or
-    "class"); empty (the method's defaults) when the benchmark has none."""
-    return dict(DIGITS.get(model, {}).get(scenario, {}).get(method, {}))
+@dataclass(frozen=True)
+class Setup:
+    """What a preset was tuned on, and what a lookup asks for."""
+
+    data: str
+    rows: int
+    architecture: str
+    scenario: str
+    recipe: dict[str, Any] = field(hash=False)
+
+    def differences(self, other: "Setup") -> list[str]:
+        """The keys in which ``other`` differs from this setup, each with both values where they are short."""
+        out = []
+        if (self.data, self.rows) != (other.data, other.rows):
+            out.append(f"data {other.data} ({other.rows} rows) instead of {self.data} ({self.rows} rows)")
+        if self.architecture != other.architecture:
+            out.append(_layer_difference(self.architecture, other.architecture))
+        if self.scenario != other.scenario:
+            out.append(f"{SCENARIO_WORDS.get(other.scenario, other.scenario)} instead of "
+                       f"{SCENARIO_WORDS[self.scenario]}")
+        changed = sorted(k for k in set(self.recipe) | set(other.recipe) if self.recipe.get(k) != other.recipe.get(k))
+        if changed:
+            out.append("recipe " + ", ".join(f"{k}={other.recipe.get(k)!r} instead of {self.recipe.get(k)!r}"
+                                             for k in changed))
+        return out
+
+
+def _layer_difference(mine: str, theirs: str) -> str:
+    a, b = mine.split(" > "), theirs.split(" > ")
+    i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    if i >= min(len(a), len(b)):
+        return f"architecture with {len(b)} layers instead of {len(a)}"
+    return f"architecture layer {i + 1} {b[i]} instead of {a[i]}"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Arguments per method, tuned on ``setup``; ``label`` names the setup for people, ``tuned_on`` says how."""
+
+    setup: Setup
+    label: str
+    tuned_on: str
+    source: str
+    args: dict[str, dict[str, Any]] = field(hash=False)
+
+
+def architecture(model: nn.Module) -> str:
+    """The model's leaf modules in order, each with the shapes of its own parameters: ``Linear(128x64, 128)``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
+    parts = []
+    for _, module in model.named_modules():
+        if next(module.children(), None) is not None:
+            continue
+        shapes = ", ".join("x".join(str(s) for s in p.shape) for p in module.parameters(recurse=False))
+        parts.append(f"{type(module).__name__}({shapes})" if shapes else type(module).__name__)
+    return " > ".join(parts)
+
+
+def setup_of(model: nn.Module, train: Dataset, scenario: str, recipe: dict[str, Any] | None = None) -> Setup:
+    """The setup of ``model`` trained on ``train`` with ``recipe`` (default: the recipe recorded on ``model`` by
+    ``expunge.train``), for ``scenario`` in SCENARIOS."""
+    from .data.datasets import resolve
+    from .provenance import provenance
+    from .training import Recipe
+
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario {scenario!r} is not allowed; expected one of {', '.join(SCENARIOS)}")
+    if recipe is None:
+        recipe = provenance(model).recipe
+        if recipe is None:
+            raise ValueError("the model carries no training recipe (train it with expunge.train, or pass recipe=)")
+    full = Recipe.from_dict(dict(recipe)).to_dict()
+    base, idx = resolve(train)
+    return Setup(str(getattr(base, "name", None) or type(base).__name__), len(idx), architecture(model), scenario,
+                 full)
+
+
+def scenario_of(forget: dict[str, Any]) -> str | None:
+    """The preset scenario of a config's forget request (``{fraction: ...}`` -> random, ``{classes: ...}`` ->
+    class, ``{worst_case: ...}`` -> worst_case); None for given rows or groups, which no preset covers."""
+    return next((FORGET_KIND_SCENARIOS[k] for k in forget if k in FORGET_KIND_SCENARIOS), None)
+
+
+def find(setup: Setup, presets: tuple[Preset, ...] | None = None) -> Preset | None:
+    """The preset tuned on exactly ``setup``, or None."""
+    table = _table() if presets is None else presets
+    return next((p for p in table if not p.setup.differences(setup)), None)
+
+
+def nearest(setup: Setup, presets: tuple[Preset, ...] | None = None) -> Preset | None:
+    """The preset that differs from ``setup`` in the fewest keys (the first such one), or None for an empty table."""
+    table = _table() if presets is None else presets
+    return min(table, key=lambda p: len(p.setup.differences(setup)), default=None)
+
+
+def method_args(setup: Setup, method: str,
+                presets: tuple[Preset, ...] | None = None) -> tuple[dict[str, Any], str | None]:
+    """``(arguments, note)`` for ``method`` on ``setup``: the preset's arguments and None, or ``{}`` (the method's
+    paper defaults) and a one-line note saying why (no preset fits, or the preset that fits lacks the method)."""
+    preset = find(setup, presets)
+    if preset is None:
+        return {}, f"{method}: {no_preset_note(setup, presets)}"
+    if method not in preset.args:
+        return {}, (f"{method}: the preset for {preset.label} has no arguments for it; using its paper defaults "
+                    f"({TUNE_HINT})")
+    return dict(preset.args[method]), None
+
+
+def describe(setup: Setup, presets: tuple[Preset, ...] | None = None) -> str:
+    """One line saying where the methods' arguments on ``setup`` come from."""
+    preset = find(setup, presets)
+    if preset is None:
+        return no_preset_note(setup, presets)
+    return f"method arguments: the preset for {preset.label} ({preset.tuned_on}; from {preset.source})"
+
+
+def no_preset_note(setup: Setup, presets: tuple[Preset, ...] | None = None) -> str:
+    """One line: no preset fits ``setup``, how the nearest one differs, and that paper defaults are used."""
+    near = nearest(setup, presets)
+    why = "" if near is None else f" (nearest: {near.label}; here {'; '.join(near.setup.differences(setup))})"
+    return f"no preset fits{why}; the methods run with their paper defaults ({TUNE_HINT})"
+
+
+def _table() -> tuple[Preset, ...]:
+    from .presets_data import PRESETS
+
+    return PRESETS
+
+
+__all__ = ["Setup", "Preset", "SCENARIOS", "architecture", "setup_of", "scenario_of", "find", "nearest",
+           "method_args", "describe", "no_preset_note"]

@@ -1,7 +1,9 @@
 """What a model carries about its making: architecture, training recipe, data, method, wall time.
 
 The record rides on the module object (copied with it) and is written to the JSON sidecar by ``save_model``.
-``retrain`` reads the original's recipe from it; reports read the wall time for RTE.
+``retrain`` reads the original's recipe from it; reports read the wall time for RTE. ``init_seed`` is the seed the
+model's initial weights were drawn under: the user's seed for a model built by ``expunge.model``, a seed derived
+from it (:mod:`expunge.seeds`) for an oracle, so the two never share an initialisation.
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ class Provenance:
     method: str | None = None                    # the unlearning method that produced it, if any
     method_args: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    init_seed: int | None = None                 # the seed its initial weights were drawn under (expunge.seeds)
+    auxiliary_seeds: dict[str, int] = field(default_factory=dict)   # of networks built to make it (e.g. a teacher)
+    sparse: dict[str, Any] | None = None         # a sparse model's mask record (expunge.sparsify)
     seconds: float | None = None                 # wall time of the step that produced it
     history: list[str] = field(default_factory=list)
 

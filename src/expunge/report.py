@@ -1,9 +1,13 @@
 """Reports: the comparison table as text, Markdown, self-contained HTML and JSON.
 
-Rows are the original, the oracle (the target of every metric) and each method; values are means over seeds,
-with ± std when there is more than one seed. Every table shows each row's evidence tier, and every report states
-the tier its methods reach (the lowest among them) with what that tier can and cannot show: a tier-0 report says
-that it cannot show indistinguishability from retraining.
+Rows are the original (doing nothing), the oracle (the target of every metric), a second oracle of another seed
+when one was trained (the noise floor), then each method by Avg. Gap, lowest first, the best marked; values are
+means over seeds, with ± std when there is more than one seed. Each table gives the Avg. Gap as a multiple of the
+noise floor and each method's verdict (:mod:`expunge.verdict`: forgot, kept), and is followed by notes: a loud
+warning when the original is degenerate, the floor, the marks for an unstable MIA, and every verdict with its
+reasons. Reports state the forget-set size and caption their plots. Every table shows each row's evidence tier, and
+every report states the tier its methods reach (the lowest among them) with what that tier can and cannot show: a
+tier-0 report says that it cannot show indistinguishability from retraining.
 """
 from __future__ import annotations
 
@@ -18,35 +22,72 @@ from typing import Any, Sequence
 from .evaluate import tier_statement
 from .experiment import Comparison
 from .modelio import atomic_write
+from .verdict import (FLOOR, FORGET_MARGIN, KEEP_MARGIN, ORACLE, ORIGINAL, REFERENCE_ROWS, NoiseFloor, Verdict,
+                      degenerate_original, judge, noise_floor, oracle_pairs)
 
+Rows = dict[str, list[dict[str, float]]]
 COLUMNS = [("UA", "ua"), ("RA", "retain_acc"), ("TA", "test_acc"), ("MIA", "mia_efficacy"),
-           ("Avg.Gap", "avg_gap"), ("RTE %", "rte"), ("seconds", "seconds")]
+           ("Avg.Gap", "avg_gap"), ("x floor", "floors"), ("RTE %", "rte"), ("seconds", "seconds")]
 REGRESSION_COLUMNS = [("forget MAE", "forget_mae"), ("retain MAE", "retain_mae"), ("test MAE", "test_mae"),
                       ("MIA", "mia_efficacy"), ("W1 to oracle", "w1_to_reference"), ("RTE %", "rte"),
                       ("seconds", "seconds")]
 TIER_COLUMN = ("tier", "evidence_tier")
+VERDICT_COLUMN = ("verdict", "verdict")
+BEST = " (best)"
+REFERENCE_VERDICTS = {ORIGINAL: "do nothing", ORACLE: "target", FLOOR: "noise floor"}
+MARKS = ("~ = the MIA was a coin flip for that row (its member draws disagreed by 50 points or more, or the "
+         "attack could not tell members from non-members; see mia_efficacy_std); † = Avg.Gap over UA, RA and TA "
+         "only: an unstable MIA is left out of every Avg.Gap of the table, so that the rows stay comparable.")
+WITHOUT_MIA = ("ua", "retain_acc", "test_acc")
 STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
-         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-         "text-align:right}td:first-child,th:first-child{text-align:left}"
-         "tr.oracle{background:#eef6ee}.caveat{background:#fff4e0;padding:.6em 1em;border-left:4px solid #e90}")
+         "table{border-collapse:collapse;margin:1em 0;font-size:85%}td,th{border:1px solid #ccc;padding:3px 6px;"
+         "text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}"
+         "td:last-child,th:last-child{text-align:left;white-space:normal;min-width:14em}"
+         "tr.oracle{background:#eef6ee}tr.floor{background:#f3f7fb}tr.original{background:#f6f6f6}"
+         "tr.best td:first-child{font-weight:bold}td.no{color:#b00}td.yes{color:#060}"
+         ".caveat{background:#fff4e0;padding:.6em 1em;border-left:4px solid #e90}"
+         ".warn{background:#fde8e8;padding:.6em 1em;border-left:4px solid #c00;font-weight:bold}"
+         "figure{margin:1em 0}figure img{max-width:100%;height:auto}figcaption{font-size:90%;color:#444;"
+         "max-width:60em}")
 
 
-def columns_for(rows: dict[str, list[dict[str, float]]], *, tier: bool = False) -> list[tuple[str, str]]:
-    """The table's columns for these rows (classification or regression), with the evidence tier if asked."""
+def columns_for(rows: Rows, *, tier: bool = False) -> list[tuple[str, str]]:
+    """The table's columns for these rows (classification or regression), with the evidence tier if asked; the
+    verdict is always the last column."""
     sample = next((s for runs in rows.values() for s in runs if s), {})
     cols = REGRESSION_COLUMNS if "forget_mae" in sample else COLUMNS
-    return cols + [TIER_COLUMN] if tier else cols
+    return cols + ([TIER_COLUMN] if tier else []) + [VERDICT_COLUMN]
 
 
-def aggregate(comparisons: Sequence[Comparison]) -> dict[str, list[dict[str, float]]]:
-    """Row name -> the scores of each seed, in the order original, oracle, methods."""
-    rows: dict[str, list[dict[str, float]]] = {"original": [], "oracle (target)": []}
+def aggregate(comparisons: Sequence[Comparison]) -> Rows:
+    """Row name -> the scores of each seed: the original (doing nothing), the oracle, the noise-floor oracle when
+    measured, then the methods."""
+    rows: Rows = {ORIGINAL: [], ORACLE: []}
     for c in comparisons:
-        rows["original"].append(c.original)
-        rows["oracle (target)"].append(c.oracle)
+        rows[ORIGINAL].append(c.original)
+        rows[ORACLE].append(c.oracle)
+        if getattr(c, "floor", None):
+            rows.setdefault(FLOOR, []).append(c.floor)
+    for c in comparisons:
         for r in c.results:
             rows.setdefault(r.method, []).append(r.scores)
-    return rows
+    return comparable(rows)
+
+
+def comparable(rows: Rows) -> Rows:
+    """``rows`` with every Avg. Gap computed the same way: when the MIA was left out of any row's Avg. Gap (it was
+    unstable there or for the oracle), it is left out of all of them (marked ``avg_gap_without_mia``)."""
+    if not any(s.get("avg_gap_without_mia") for runs in rows.values() for s in runs):
+        return rows
+    out: Rows = {}
+    for name, runs in rows.items():
+        out[name] = []
+        for s in runs:
+            gaps = [s[f"gap_{k}"] for k in WITHOUT_MIA if isinstance(s.get(f"gap_{k}"), float)
+                    and math.isfinite(s[f"gap_{k}"])]
+            out[name].append(dict(s, avg_gap=sum(gaps) / len(gaps), avg_gap_without_mia=1.0) if gaps and
+                             "avg_gap" in s else s)
+    return out
 
 
 def summarise(runs: list[dict[str, float]], key: str) -> tuple[float, float, int]:
@@ -58,6 +99,43 @@ def summarise(runs: list[dict[str, float]], key: str) -> tuple[float, float, int
     return mean, std, len(vals)
 
 
+def means(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The mean over seeds of every score in ``runs`` (NaNs ignored)."""
+    return {k: summarise(runs, k)[0] for k in {k for s in runs for k in s}}
+
+
+def floor_of(rows: Rows) -> NoiseFloor:
+    """The noise floor of a table: from the noise-floor oracle row when there is one, else from the oracle row's
+    seeds taken in pairs (a bench: oracles of different seeds, so also of different forget sets where the forget
+    set depends on the seed), else the minimum floors (not measured)."""
+    oracle = means(rows.get(ORACLE, []))
+    if rows.get(FLOOR):
+        return noise_floor([s for s in rows[FLOOR] if s], oracle)
+    return noise_floor(oracle_pairs(rows.get(ORACLE, [])), oracle)
+
+
+def method_names(rows: Rows) -> list[str]:
+    """The method rows, by mean Avg. Gap (W1 for regression), lowest first; rows without one last."""
+    key = "w1_to_reference" if any("forget_mae" in s for runs in rows.values() for s in runs) else "avg_gap"
+    names = [n for n in rows if n not in REFERENCE_ROWS]
+    gap = lambda n: summarise(rows[n], key)[0]
+    return sorted(names, key=lambda n: (math.isnan(gap(n)), gap(n) if not math.isnan(gap(n)) else 0.0))
+
+
+def best_method(rows: Rows) -> str | None:
+    """The method with the lowest mean Avg. Gap (W1 for regression), if any has one."""
+    names = method_names(rows)
+    key = "w1_to_reference" if any("forget_mae" in s for runs in rows.values() for s in runs) else "avg_gap"
+    return names[0] if names and summarise(rows[names[0]], key)[2] else None
+
+
+def verdicts(rows: Rows) -> dict[str, Verdict]:
+    """:func:`expunge.verdict.judge` for every method row with scores, against the original and the floor."""
+    floor, original = floor_of(rows), means(rows.get(ORIGINAL, []))
+    return {n: judge(means(rows[n]), original, floor) for n in method_names(rows)
+            if any(s and not s.get("failed") for s in rows[n])}
+
+
 def cell(runs: list[dict[str, float]], key: str) -> str:
     mean, std, n = summarise(runs, key)
     if n == 0:
@@ -67,15 +145,32 @@ def cell(runs: list[dict[str, float]], key: str) -> str:
     if key == "evidence_tier":
         return f"{mean:.0f}"
     digits = 3 if key.endswith("mae") or key.startswith("w1") else 2
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
+    mark = ""
+    if key == "mia_efficacy" and any(s.get("mia_unstable") for s in runs):
+        mark = "~"
+    if key == "avg_gap" and any(s.get("avg_gap_without_mia") for s in runs):
+        mark = "†"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "") + mark
 
 
-def table_rows(rows: dict[str, list[dict[str, float]]], *,
-               tier: bool = False) -> tuple[list[str], list[list[str]]]:
+def table_rows(rows: Rows, *, tier: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and body: the reference rows, then the methods by Avg. Gap with the best marked; ``x floor`` is the
+    Avg. Gap as a multiple of the noise floor's; the verdict last."""
     cols = columns_for(rows, tier=tier)
-    header = ["Method"] + [c for c, _ in cols]
-    body = [[name] + [cell(runs, key) for _, key in cols] for name, runs in rows.items()]
-    return header, body
+    floor, judged, best = floor_of(rows), verdicts(rows), best_method(rows)
+    body = []
+    for name in [n for n in REFERENCE_ROWS if n in rows] + method_names(rows):
+        runs, line = rows[name], [name + (BEST if name == best else "")]
+        for _, key in cols:
+            if key == "floors":
+                gap = summarise(runs, "avg_gap")[0]
+                line.append("–" if math.isnan(gap) or name == ORACLE else f"{gap / floor.avg_gap:.1f}x")
+            elif key == "verdict":
+                line.append(REFERENCE_VERDICTS.get(name) or (judged[name].short if name in judged else "–"))
+            else:
+                line.append(cell(runs, key))
+        body.append(line)
+    return ["Method"] + [c for c, _ in cols], body
 
 
 def format_table(header: list[str], body: list[list[str]]) -> str:
@@ -85,22 +180,72 @@ def format_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body])
 
 
-def text_table(rows: dict[str, list[dict[str, float]]], *, tier: bool = False) -> str:
-    return format_table(*table_rows(rows, tier=tier))
+def notes(rows: Rows) -> list[str]:
+    """What to read beside a table: a loud warning when the original is degenerate, the noise floor, the marks
+    used, and each method's verdict with its reasons."""
+    out = [w for w in (degenerate_original(means(rows.get(ORIGINAL, []))),
+                       degenerate_original(means(rows.get(ORACLE, [])), "oracle (retrained model)")) if w]
+    floor = floor_of(rows)
+    if "forget_mae" not in next((s for runs in rows.values() for s in runs if s), {}):
+        out.append(f"Noise floor (Avg.Gap between oracles of different seeds): {floor.avg_gap:.2f}"
+                   + ("" if floor.measured else " (not measured: one oracle; the minimum floor is used)"))
+    if any(s.get("mia_unstable") or s.get("avg_gap_without_mia") for runs in rows.values() for s in runs):
+        out.append(MARKS)
+    out += [f"{name}: {v.text}" for name, v in verdicts(rows).items()]
+    return out
 
 
-def markdown_table(rows: dict[str, list[dict[str, float]]], *, tier: bool = False) -> str:
+def text_table(rows: Rows, *, tier: bool = False) -> str:
+    """The table as fixed-width text, followed by :func:`notes` (warnings, floor, verdicts)."""
+    return "\n".join([format_table(*table_rows(rows, tier=tier))] + notes(rows))
+
+
+def markdown_table(rows: Rows, *, tier: bool = False) -> str:
     header, body = table_rows(rows, tier=tier)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines)
 
 
+def markdown_notes(rows: Rows) -> list[str]:
+    """:func:`notes` as Markdown lines (a warning as a bold quote)."""
+    return [f"> **{n}**" if n.startswith("WARNING") else f"- {n}" for n in notes(rows)]
+
+
 def definitions() -> str:
     return ("UA = 100 − forget accuracy; RA = retain accuracy; TA = test accuracy (remaining classes for class-wise "
-            "forgetting); MIA = MIA-efficacy, % of the forget set an SVC on true-class confidence calls "
-            "non-member; Avg.Gap = mean |method − oracle| over UA, RA, TA, MIA; RTE % = method time as % of the "
-            "oracle's retraining time. Every metric's target is the oracle's value.")
+            "forgetting); MIA = MIA-efficacy, % of the forget set an SVC on the logit-scaled confidence calls "
+            "non-member (mean of 5 seeded member draws); Avg.Gap = mean |method − oracle| over UA, RA, TA, MIA; "
+            "x floor = Avg.Gap as a multiple of the noise floor, the Avg.Gap between two oracles of different "
+            "seeds (1x: as close as retraining gets to itself); RTE % = method time as % of the oracle's retraining "
+            "time. Every metric's target is the oracle's value. The original row is doing nothing. Verdict "
+            f"(expunge.verdict): forgot = its gap on UA and MIA at least {FORGET_MARGIN:g} floors below the "
+            f"original's and within {FORGET_MARGIN:g} floors of the oracle (partly forgot: only the first); "
+            f"kept = RA and TA each within {KEEP_MARGIN:g} floors of the oracle's; nothing to forget = "
+            "the original is already that close. Methods are sorted by Avg.Gap, the lowest marked (best).")
+
+
+def sizes_line(comparisons: Sequence[Comparison]) -> str:
+    """The forget-set size (and retain, test, train) of a section, e.g. ``forget set: 144 of 1437 training
+    examples (10.0%); retain 1293; test 360``; '' when unknown."""
+    sizes = [c.sizes for c in comparisons if getattr(c, "sizes", None)]
+    return format_sizes(sizes)
+
+
+def format_sizes(sizes: Sequence[dict[str, float]]) -> str:
+    if not sizes or not all("forget" in s for s in sizes):
+        return ""
+    span = lambda k: (lambda lo, hi: f"{lo:.0f}" if lo == hi else f"{lo:.0f}–{hi:.0f}")(
+        min(s[k] for s in sizes), max(s[k] for s in sizes))
+    sizes = [dict(s, train=s["forget"] + s["retain"]) if "train" not in s and "retain" in s else s for s in sizes]
+    line = f"forget set: {span('forget')}"
+    if all("train" in s for s in sizes):
+        frac = sum(s["forget"] / s["train"] for s in sizes) / len(sizes)
+        line += f" of {span('train')} training examples ({frac:.1%})"
+    else:
+        line += " examples"
+    line += "".join(f"; {k} {span(k)}" for k in ("retain", "test") if all(k in s for s in sizes))
+    return line
 
 
 def write_reports(out: str | Path, title: str, sections: dict[str, Sequence[Comparison]],
@@ -113,15 +258,19 @@ def write_reports(out: str | Path, title: str, sections: dict[str, Sequence[Comp
     md = [f"# {title}", "", f"> {tier_statement(tier)}", "", definitions(), ""]
     md += [f"- {k}: {v}" for k, v in meta.items()] + [""]
     for name, rows in aggregated.items():
-        md += [f"## {name}", "", markdown_table(rows, tier=True), ""]
+        size = sizes_line(sections[name])
+        md += [f"## {name}", ""] + ([size, ""] if size else []) + [markdown_table(rows, tier=True), ""]
+        md += markdown_notes(rows) + [""]
         md += [f"- {r.method}: {r.error}" for c in sections[name] for r in c.results if r.error]
     paths = {"md": out / "report.md", "html": out / "report.html", "json": out / "results.json"}
     atomic_write(paths["md"], "\n".join(md).encode())
-    atomic_write(paths["html"], _html(title, aggregated, meta, tier).encode())
+    atomic_write(paths["html"], _html(title, aggregated, meta, tier,
+                                      {name: sizes_line(comps) for name, comps in sections.items()}).encode())
     results = {"title": title, "meta": meta, "evidence_tier": tier, "caveat": tier_statement(tier),
                "scenarios": {name: {"seeds": [_comparison_json(c) for c in comps],
                                     "mean": {row: {k: summarise(runs, k)[0] for k in _keys(runs)}
-                                             for row, runs in aggregated[name].items()}}
+                                             for row, runs in aggregated[name].items()},
+                                    **verdict_json(aggregated[name])}
                              for name, comps in sections.items()}}
     atomic_write(paths["json"], json.dumps(results, indent=2, default=_json_default).encode())
     return paths
@@ -150,12 +299,23 @@ def run_sections(record: Any) -> dict[str, list[Comparison]]:
     return {title: [Comparison(title, original, oracle, [MethodResult(method, scores)])]}
 
 
+def verdict_json(rows: Rows) -> dict[str, Any]:
+    """The noise floor, the best method, each method's verdict and any warning about the original, for JSON."""
+    floor = floor_of(rows)
+    return {"noise_floor": {"avg_gap": floor.avg_gap, "per_metric": floor.gaps, "oracle_pairs": floor.pairs},
+            "best": best_method(rows), "warning": degenerate_original(means(rows.get(ORIGINAL, []))),
+            "verdicts": {n: {"forgot": v.forgot, "kept": v.kept, "verdict": v.text, "forget_gap": v.forget_gap,
+                             "original_forget_gap": v.original_forget_gap,
+                             "avg_gap_in_floors": None if math.isnan(v.floors) else v.floors}
+                         for n, v in verdicts(rows).items()}}
+
+
 def _keys(runs: list[dict[str, float]]) -> list[str]:
     return sorted({k for s in runs for k in s})
 
 
 def _comparison_json(c: Comparison) -> dict[str, Any]:
-    return {"original": c.original, "oracle": c.oracle,
+    return {"original": c.original, "oracle": c.oracle, "noise_floor_oracle": c.floor, "sizes": c.sizes,
             "methods": {r.method: ({"error": r.error} if r.error else r.scores) for r in c.results}}
 
 
@@ -186,26 +346,52 @@ def png_data_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(fig)).decode()
 
 
-def _plot(rows: dict[str, list[dict[str, float]]]) -> str:
-    """Avg.Gap against seconds for each method, as an inline PNG data URI ('' when not applicable)."""
-    points = [(name, summarise(runs, "seconds")[0], summarise(runs, "avg_gap")[0]) for name, runs in rows.items()
-              if name not in ("original", "oracle (target)")]
-    points = [p for p in points if not (math.isnan(p[1]) or math.isnan(p[2]))]
-    if not points:
-        return ""
-    fig, ax = pyplot().subplots(figsize=(5, 3.2), dpi=110)
-    for name, x, y in points:
-        ax.scatter(x, y)
-        ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("Avg.Gap to oracle (lower is better)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return png_data_uri(fig)
+def figure_html(uri: str, alt: str, caption: str) -> str:
+    """An inline figure with its caption."""
+    esc = html.escape
+    return f"<figure><img alt='{esc(alt)}' src='{uri}'><figcaption>{esc(caption)}</figcaption></figure>"
 
 
-def _html(title: str, aggregated: dict[str, dict[str, list[dict[str, float]]]], meta: dict[str, Any],
-          tier: int = 0) -> str:
+def table_html(rows: Rows, *, tier: bool = True) -> str:
+    """The table as HTML: reference rows shaded, the best method in bold, verdicts coloured."""
+    esc = html.escape
+    header, body = table_rows(rows, tier=tier)
+    best = best_method(rows)
+    parts = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"]
+    classes = {ORIGINAL: "original", ORACLE: "oracle", FLOOR: "floor"}
+    for r in body:
+        name = r[0][:-len(BEST)] if r[0].endswith(BEST) else r[0]
+        cls = classes.get(name) or ("best" if name == best else "")
+        verdict = r[-1]
+        vcls = "no" if "did not" in verdict else ("yes" if verdict == "forgot, kept" else "")
+        cells = [f"<td>{esc(v)}</td>" for v in r[:-1]] + [f"<td class='{vcls}'>{esc(verdict)}</td>"]
+        parts.append(f"<tr class='{cls}'>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def notes_html(rows: Rows) -> str:
+    esc = html.escape
+    lines = notes(rows)
+    warn = [f"<p class='warn'>{esc(n)}</p>" for n in lines if n.startswith("WARNING")]
+    rest = [f"<li>{esc(n)}</li>" for n in lines if not n.startswith("WARNING")]
+    return "\n".join(warn + (["<ul>"] + rest + ["</ul>"] if rest else []))
+
+
+def plots_html(rows: Rows, title: str) -> str:
+    """The Avg.Gap-against-time plot and the per-metric panels of one section, inline, with captions."""
+    from .bench.plots import metric_bars, metric_caption, pareto_caption, pareto_plot
+
+    parts = []
+    for png, caption, alt in ((pareto_plot(rows, title), pareto_caption(rows), f"Avg.Gap against time, {title}"),
+                              (metric_bars(rows, title), metric_caption(rows), f"per-metric scores, {title}")):
+        if png:
+            parts.append(figure_html("data:image/png;base64," + base64.b64encode(png).decode(), alt, caption))
+    return "\n".join(parts)
+
+
+def _html(title: str, aggregated: dict[str, Rows], meta: dict[str, Any], tier: int = 0,
+          sizes: dict[str, str] | None = None) -> str:
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{STYLE}"
              "</style></head><body>", f"<h1>{esc(title)}</h1>", f"<p class='caveat'>{esc(tier_statement(tier))}</p>",
@@ -213,14 +399,9 @@ def _html(title: str, aggregated: dict[str, dict[str, list[dict[str, float]]]], 
     parts += [f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in meta.items()]
     parts.append("</ul>")
     for name, rows in aggregated.items():
-        header, body = table_rows(rows, tier=True)
-        parts.append(f"<h2>{esc(name)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
-        for r in body:
-            cls = " class='oracle'" if r[0].startswith("oracle") else ""
-            parts.append(f"<tr{cls}>" + "".join(f"<td>{esc(v)}</td>" for v in r) + "</tr>")
-        parts.append("</table>")
-        img = _plot(rows)
-        if img:
-            parts.append(f"<img alt='Avg.Gap against seconds, {esc(name)}' src='{img}'>")
+        parts.append(f"<h2>{esc(name)}</h2>")
+        if sizes and sizes.get(name):
+            parts.append(f"<p>{esc(sizes[name])}</p>")
+        parts += [table_html(rows), notes_html(rows), plots_html(rows, name)]
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -23,6 +23,14 @@ Machine Unlearning", ECCV 2024; https://github.com/OPTML-Group/Unlearn-WorstCase
 (``expunge.worst_case.select_worst_case``). Tuning on the worst-case set itself would let the method adapt to
 the very examples chosen to be hard for it.
 
+Quick tuning (``expunge demo --tune``, ``expunge run --tune``, ``args: auto`` in an experiment config) follows the
+same rule with a small budget (:data:`QUICK_TRIALS` trials per method unless told otherwise, at most
+:data:`MAX_TRIALS`): :func:`tuning_set` draws another forget set of the same kind and size, never the one to be
+forgotten (class-wise: the next classes in label order that are not forgotten; otherwise a random set of the same
+size from the rows that are kept), :func:`train_oracle` retrains an oracle for it once and :func:`quick_tune` tunes each method
+against that oracle. :func:`estimate_seconds` gives the rough cost of the trials, stated before they start: per
+trial, the method's epochs (the mean over its grid) at the oracle's time per epoch, plus one scoring.
+
 Optuna's own logging is silenced while :func:`tune` runs (warnings still show); progress is logged at INFO level
 under ``expunge.tuning``.
 """
@@ -42,9 +50,15 @@ from torch.utils.data import Dataset
 from .data.datasets import task_of
 from .evaluate import CLASSIFICATION_GAPS, REGRESSION_GAPS, evaluate
 from .methods import base as registry
+from .progress import Phase
 from .training import DivergenceError
 
 log = logging.getLogger(__name__)
+
+
+QUICK_TRIALS = 8          # trials per method of a quick tuning (--tune, args: auto) unless told otherwise
+MAX_TRIALS = 200          # the most trials a quick tuning accepts
+TUNING_SEED_OFFSET = 1000  # the random tuning forget set is drawn with seed + this, as the digits benchmark does
 
 
 class TuningError(RuntimeError):
@@ -107,7 +121,9 @@ def tune(method: str, original: nn.Module, *, forget: Dataset, retain: Dataset, 
         start = _default_point(cls, dims)
         if start is not None:
             study.enqueue_trial(start)
-        study.optimize(run_trial, n_trials=trials if dims else 1, callbacks=[stop_when_exhausted])
+        with Phase(f"tune {method}", trials if dims else 1, "trial") as phase:
+            study.optimize(run_trial, n_trials=trials if dims else 1,
+                           callbacks=[stop_when_exhausted, lambda study, trial: phase.advance()])
     done = [r for r in records if r["error"] is None]
     if not done:
         errors = sorted({r["error"] for r in records})
@@ -115,6 +131,119 @@ def tune(method: str, original: nn.Module, *, forget: Dataset, retain: Dataset, 
     best = min(done, key=lambda r: (r["value"], r["number"]))
     log.info("tuned %s: best %s = %.4f with %s", method, objective, best["value"], best["args"])
     return TuneResult(dict(best["args"]), float(best["value"]), records, method, objective)
+
+
+# --- quick tuning on a forget set of its own --------------------------------------------------------------------
+
+@dataclass
+class TuningSet:
+    """A forget set of the same kind and size as the one to be forgotten, its retain set and its oracle."""
+
+    forget: Dataset
+    retain: Dataset
+    oracle: nn.Module | None
+    description: str
+    oracle_seconds: float | None = None
+    score_seconds: float | None = None
+
+
+def check_trials(trials: Any, where: str = "trials") -> int:
+    """``trials`` if it is an allowed quick-tuning budget; ValueError naming ``where`` otherwise."""
+    if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= MAX_TRIALS:
+        raise ValueError(f"{where}={trials!r} is not allowed; expected an integer in 1..{MAX_TRIALS}")
+    return trials
+
+
+def quick_budget(tune: bool, trials: int | None) -> int | None:
+    """The trials of a quick tuning (``tune`` with ``trials``, default QUICK_TRIALS), or None without tuning;
+    ValueError for a bad budget or for trials without tuning."""
+    if not isinstance(tune, bool):
+        raise TypeError(f"tune must be True or False; got {tune!r}")
+    if not tune:
+        if trials is not None:
+            raise ValueError("trials sets the budget of a quick tuning; give it together with tune (--tune)")
+        return None
+    return check_trials(QUICK_TRIALS if trials is None else trials)
+
+
+def tuning_set(train: Dataset, forget: Dataset, *, seed: int = 0) -> TuningSet:
+    """The forget set a quick tuning uses for ``forget`` (a ``split_forget`` result from ``train``): for a
+    class-wise request, as many other classes, the next ones in label order that are not forgotten; otherwise a
+    random set of the same size from the kept rows (seed ``seed + TUNING_SEED_OFFSET``). No oracle yet."""
+    import numpy as np
+    import torch
+
+    from .data import split_forget
+    from .data.datasets import targets
+    from .data.forget import Split
+
+    if not isinstance(forget, Split) or forget.dataset is not train:
+        raise ValueError("quick tuning needs the forget set made by split_forget from the training data")
+    request = forget.request
+    if request.is_classwise:
+        present = sorted(set(targets(train).tolist()))
+        gone = set(request.classes or ())
+        after = [c for c in present if c > max(gone)] + [c for c in present if c < max(gone)]
+        others = [c for c in after if c not in gone][:len(gone)]
+        if len(others) < len(gone):
+            raise ValueError(f"quick tuning of class-wise forgetting needs {len(gone)} other class(es) to tune on; "
+                             f"the data has only {len(present)} classes")
+        f, r = split_forget(train, classes=others)
+        return TuningSet(f, r, None, f"class-wise {others}")
+    kept = np.asarray(sorted(set(range(len(train))) - set(forget.indices)))
+    if len(kept) <= len(forget):
+        raise ValueError(f"quick tuning needs {len(forget)} rows outside the forget set to tune on; "
+                         f"only {len(kept)} are kept")
+    g = torch.Generator().manual_seed(int(seed) + TUNING_SEED_OFFSET)
+    chosen = kept[torch.randperm(len(kept), generator=g)[:len(forget)].numpy()]
+    f, r = split_forget(train, indices=sorted(chosen.tolist()))
+    return TuningSet(f, r, None, f"{len(forget)} random kept rows (seed {int(seed) + TUNING_SEED_OFFSET})")
+
+
+def train_oracle(original: nn.Module, tset: TuningSet, *, test: Dataset | None = None, seed: int = 0) -> float:
+    """Retrain the oracle of ``tset`` (once) and time one scoring of ``original`` against it (what each trial
+    adds to its method's run); return the seconds the oracle took."""
+    from .api import unlearn
+
+    if tset.oracle is None:
+        start = time.perf_counter()
+        tset.oracle = unlearn(original, forget=tset.forget, retain=tset.retain, method="retrain", seed=seed)
+        tset.oracle_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        evaluate(original, forget=tset.forget, retain=tset.retain, test=test, reference=tset.oracle, seed=seed)
+        tset.score_seconds = time.perf_counter() - start
+    return tset.oracle_seconds or 0.0
+
+
+def estimate_seconds(methods: list[str], tset: TuningSet, trials: int, fixed: dict | None = None) -> float | None:
+    """A rough wall time for ``trials`` trials of each of ``methods`` on ``tset``: per trial, the method's epochs
+    (the mean over its grid, or as fixed) at the time per epoch its oracle took, plus one scoring; None before the
+    oracle is trained or when its recipe is unknown."""
+    from .provenance import provenance
+
+    recipe = provenance(tset.oracle).recipe if tset.oracle is not None else None
+    if not tset.oracle_seconds or not recipe or not recipe.get("epochs"):
+        return None
+    per_epoch = tset.oracle_seconds / recipe["epochs"]
+    total = 0.0
+    for method in methods:
+        cls = registry.get(method)
+        default = registry.defaults(cls.Args).get("epochs", 1)
+        given = (fixed or {}).get("epochs")
+        epochs = [given] if given is not None else list(cls.grid.get("epochs") or [default])
+        total += trials * (per_epoch * sum(epochs) / len(epochs) + (tset.score_seconds or 0.0))
+    return total
+
+
+def quick_tune(method: str, original: nn.Module, tset: TuningSet, *, test: Dataset | None, trials: int = QUICK_TRIALS,
+               seed: int = 0, fixed: dict | None = None) -> TuneResult:
+    """Tune ``method`` in ``trials`` runs on ``tset`` (its oracle is trained here once when missing), by Avg. Gap
+    for classification and by the Wasserstein distance to the oracle's outputs for regression."""
+    check_trials(trials)
+    train_oracle(original, tset, test=test, seed=seed)
+    objective = "avg_gap" if task_of(tset.forget) == "classification" else "w1_to_reference"
+    return tune(method, original, forget=tset.forget, retain=tset.retain, test=test, oracle=tset.oracle,
+                trials=trials, seed=seed, fixed=fixed, objective=objective)
 
 
 # --- one trial -------------------------------------------------------------------------------------------------
@@ -241,4 +370,6 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(before)
 
 
-__all__ = ["tune", "TuneResult", "TuningError"]
+__all__ = ["tune", "TuneResult", "TuningError", "TuningSet", "tuning_set", "train_oracle", "quick_tune",
+           "estimate_seconds",
+           "check_trials", "quick_budget", "QUICK_TRIALS", "MAX_TRIALS"]

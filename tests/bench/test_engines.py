@@ -1,6 +1,8 @@
 """The same jobs give the same results whatever the engine: in this process, on a Dask cluster."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from expunge.bench import DaskEngine, LocalEngine, load_bench, make_engine, run_bench
@@ -41,3 +43,52 @@ def test_make_engine_defaults():
     engine = make_engine("local")
     assert engine.workers >= 1 and engine.describe().startswith("local")
     assert make_engine("local", workers=3).workers == 3
+
+
+DRIVER = """
+import sys
+from expunge.bench import engines
+from tests.bench.sleepy import sleepy_job
+
+engines.tagged_job = sleepy_job
+for _ in engines.LocalEngine(2).run((str(i), {"seconds": 120, "started": sys.argv[1]}) for i in range(4)):
+    pass
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_local_workers_exit_when_the_driver_is_killed(tmp_path):
+    """SIGKILL gives the driver no time to stop its loky workers; they notice on their own within a second."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from expunge.store import _process_start
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path)], cwd=root, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.1)
+        workers = {int(f.read_text()) for f in tmp_path.iterdir()}
+        assert len(workers) == 2 and driver.pid not in workers
+        started = {pid: _process_start(pid) for pid in workers}
+        assert all(started.values())
+    finally:
+        driver.kill()
+        driver.wait(30)
+    killed = time.monotonic()
+
+    def alive() -> list[int]:
+        return [pid for pid in workers if _process_start(pid) == started[pid]]
+
+    while alive() and time.monotonic() - killed < 10:
+        time.sleep(0.05)
+    assert not alive(), "workers outlived their driver"
+    assert time.monotonic() - killed < 5

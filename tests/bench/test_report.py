@@ -37,7 +37,12 @@ def benches(tmp_path_factory):
 def test_files_tables_and_plots(benches):
     out = benches[0]
     md = (out / "report.md").read_text()
-    assert "| Method | UA | RA | TA | MIA | Avg.Gap | RTE % | seconds | tier |" in md
+    assert "| Method | UA | RA | TA | MIA | Avg.Gap | x floor | RTE % | seconds | tier | verdict |" in md
+    assert "| oracle, other seed (floor) |" in md and "| original |" in md     # noise floor and doing nothing
+    assert "Noise floor (Avg.Gap between oracles of different seeds)" in md
+    assert md.count(" (best) |") == 2                                         # one best method per section
+    assert re.search(r"forget set: \d+ of \d+ training examples \(\d+\.\d%\); retain \d+", md)   # its size stated
+    assert md.count("log scale") == 2 and md.count("*Each panel: one metric") == 2   # captions under the plots
     assert "## classification: random 10%" in md and "## classification: class 0" in md
     assert "finetune: {\"epochs\": 2, \"lr\": 0.05}" in md
     plots = sorted((out / "plots").glob("*.png"))
@@ -48,6 +53,7 @@ def test_files_tables_and_plots(benches):
     assert body.count("src='data:image/png;base64,") == 4
     assert "http" not in body and "plots/" not in body          # nothing fetched: the file stands alone
     assert "tier" in body and "oracle (target)" in body
+    assert body.count("<figcaption>") == 4 and "class='best'" in body
     assert TIER0_CAVEAT in md and escape(TIER0_CAVEAT) in body     # every report states its evidence tier
 
 
@@ -72,6 +78,16 @@ def test_results_json_has_mean_and_std_over_seeds(benches):
     assert rows[("class 0", "oracle")]["mean"]["ua"] == pytest.approx(100.0)    # the oracle never saw class 0
     assert rows[("class 0", "original")]["mean"]["ua"] < 80                   # the original did
     assert all(v is None or math.isfinite(v) for r in data["rows"] for v in r["mean"].values())
+    # verdicts per section: the floor from the two seeds' oracles, the best method, a verdict for each method
+    verdicts = {v["scenario"]: v for v in data["verdicts"]}
+    assert set(verdicts) == {"random 10%", "class 0"}
+    for v in verdicts.values():
+        assert v["noise_floor"]["oracle_pairs"] == 1 and v["noise_floor"]["avg_gap"] >= 0.5
+        assert set(v["verdicts"]) == {"finetune", "gradient_ascent"} and v["best"] in v["verdicts"]
+        assert all(isinstance(x["verdict"], str) and x["kept"] in (True, False) for x in v["verdicts"].values())
+    best = verdicts["class 0"]["best"]
+    assert rows[("class 0", best)]["mean"]["avg_gap"] == min(rows[("class 0", m)]["mean"]["avg_gap"]
+                                                             for m in ("finetune", "gradient_ascent"))
 
 
 def test_report_command_rewrites_a_bench_and_finds_it_by_run_id(benches, tmp_path, capsys):

@@ -59,6 +59,10 @@ def test_sigkill_then_resume_completes_with_nothing_lost_or_duplicated(tmp_path)
     at_kill = job_counts(db)
     assert 5 <= sum(at_kill.values()) < total          # killed part-way
     before = results(db)
+    for path in (db, tmp_path / "global.db"):          # its runs do not stay RUNNING: the owner is gone
+        with RunStore(path) as s:
+            bench_run = s.runs(kind="bench")[0]
+        assert bench_run.status == "KILLED" and f"process {proc.pid}" in bench_run.error
 
     assert main(["bench", str(cfg), "--out", str(out), "--workers", "1", "--no-report"]) == 0
     counts = job_counts(db)
@@ -128,3 +132,97 @@ def test_refusals_are_recorded_and_other_errors_retried(tmp_path, monkeypatch):
     from expunge.report import text_table
 
     assert "failed" in next(line for line in text_table(sec.rows).splitlines() if line.startswith("laf"))
+
+
+def test_permanent_failures_are_recorded_and_rerun_only_when_asked(tmp_path, monkeypatch, store, capsys):
+    """A class that does not exist, a diverging run and bad arguments fail the same way on every run: recorded as
+    failed, reported as permanent, not run again by a rerun; ``--retry-failed`` runs them again."""
+    from expunge.bench import jobs
+    from expunge.training import DivergenceError
+
+    cfg = write_config(tmp_path / "b.yaml", tiny(seeds=1, scenarios=[
+        {"name": "random 10%", "fraction": 0.1}, {"name": "class 99", "classes": [99]}]))
+    real = jobs.RUNNERS["unlearn"]
+
+    def failing(p):
+        if p["method"] == "gradient_ascent":
+            raise DivergenceError("loss is nan at epoch 1, step 3")
+        if p["method"] == "finetune":
+            raise TypeError("finetune got an unexpected argument 'lrr'")
+        return real(p)
+
+    monkeypatch.setitem(jobs.RUNNERS, "unlearn", failing)
+    spec = load_bench(cfg)
+    first = run_bench(spec, out=tmp_path / "o", engine=LocalEngine(1), report=False)
+    # original and random-10% oracle run; the class-99 oracle fails and blocks its two methods; both methods fail
+    assert (first.ran, first.blocked, first.failures) == (5, 2, [])
+    bad_type, absent_class, diverged = sorted(e for _, e in first.permanent)
+    assert bad_type.startswith("TypeError: finetune got an unexpected argument")
+    assert "class(es) [99] do not occur in the data" in absent_class
+    assert diverged.startswith("diverged: loss is nan")
+
+    assert main(["bench", str(cfg), "--out", str(tmp_path / "o"), "--no-report"]) == 1
+    err = capsys.readouterr().err
+    assert "ran 0 jobs, reused 5" in err and "3 permanent: recorded, not retried; --retry-failed" in err
+    assert "rerun to retry" not in err
+
+    monkeypatch.setitem(jobs.RUNNERS, "unlearn", real)          # the methods are fixed; the class still absent
+    again = run_bench(spec, out=tmp_path / "o", engine=LocalEngine(1), report=False, retry_failed=True)
+    assert (again.ran, again.reused, again.blocked) == (3, 2, 2)
+    assert [e for _, e in again.permanent] == [absent_class]
+    counts = job_counts(tmp_path / "o" / "runs.db")
+    assert len(counts) == 5 and set(counts.values()) == {1}       # replaced, not duplicated
+
+
+def test_transient_and_permanent_errors_are_told_apart():
+    from expunge.bench.jobs import is_permanent
+    from expunge.training import DivergenceError
+
+    for e in (ValueError("x"), TypeError("x"), DivergenceError("x"), KeyError("x"), RuntimeError("shape"),
+              ZeroDivisionError()):
+        assert is_permanent(e), e
+    for e in (OSError(28, "No space left on device"), MemoryError(), TimeoutError(), ConnectionResetError(),
+              RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")):
+        assert not is_permanent(e), e
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_cached_model_is_rebuilt(tmp_path, damage):
+    spec = load_bench(write_config(tmp_path / "b.yaml", tiny(seeds=1)))
+    run_bench(spec, out=tmp_path / "o", engine=LocalEngine(1), report=False)
+    oracle = next((tmp_path / "o" / "cache" / "oracle").glob("*.safetensors"))
+    data = oracle.read_bytes()
+    if damage == "truncate":
+        oracle.write_bytes(data[: len(data) // 2])
+    else:
+        oracle.write_bytes(data[:-7] + bytes([data[-7] ^ 0x01]) + data[-6:])
+    spec.methods["random_label"] = {"epochs": 1, "lr": 0.02}          # new jobs that need the damaged oracle
+    more = run_bench(spec, out=tmp_path / "o", engine=LocalEngine(1), report=False)
+    assert (more.ran, more.reused, more.failures, more.permanent) == (2, 7, [], [])
+    assert oracle.read_bytes() == data                                 # rebuilt bitwise
+    assert set(job_counts(tmp_path / "o" / "runs.db").values()) == {1}
+
+
+def test_sigterm_marks_the_bench_run_killed(tmp_path, monkeypatch):
+    from expunge.bench import jobs
+    from expunge.store import Terminated
+
+    real = jobs.RUNNERS["unlearn"]
+
+    def terminated(p):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)                                     # the handler interrupts this
+        return real(p)
+
+    monkeypatch.setitem(jobs.RUNNERS, "unlearn", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    spec = load_bench(write_config(tmp_path / "b.yaml", tiny(seeds=1)))
+    start = time.monotonic()
+    with pytest.raises(Terminated):
+        run_bench(spec, out=tmp_path / "o", engine=LocalEngine(1), report=False)
+    assert time.monotonic() - start < 8
+    assert signal.getsignal(signal.SIGTERM) == before
+    with RunStore(tmp_path / "o" / "runs.db") as s:
+        run = s.runs(kind="bench")[0]
+        assert (run.status, run.error) == ("KILLED", "terminated by signal 15")
+        assert {r.status for r in s.tagged("job_key").values()} == {"FINISHED"}   # the jobs that ended are kept

@@ -21,10 +21,10 @@ CASES: dict[str, dict] = {
     "retrain": {},
     "finetune": {"epochs": 10, "lr": 0.1},
     "gradient_ascent": {"epochs": 5, "lr": 0.05},
-    "random_label": {"epochs": 10, "lr": 0.01},
-    "neggrad_plus": {"epochs": 10, "lr": 0.05, "alpha": 0.9},
+    "random_label": {"epochs": 10, "lr": 0.01, "batch_size": 64},
+    "neggrad_plus": {"epochs": 10, "lr": 0.05, "alpha": 0.9, "momentum": 0.9, "batch_size": 256},
     "l1_sparse": {"epochs": 10, "lr": 0.1, "alpha": 5e-4},
-    "salun": {"epochs": 10, "lr": 0.013, "ratio": 0.5},
+    "salun": {"epochs": 10, "lr": 0.013, "ratio": 0.5, "batch_size": 64},
     "ssd": {"alpha": 10.0, "lam": 1.0},
     "scrub": {"epochs": 10, "lr": 0.05, "msteps": 5},
     "bad_teacher": {"epochs": 3, "lr": 0.01, "retain_fraction": 1.0},
@@ -111,11 +111,12 @@ def test_unknown_argument_rejected(request, name):
 
 
 @pytest.mark.parametrize("name", [n for n in methods_for("classification")
-                                  if "prune" in expunge.methods()[n].defaults])
+                                  if "prune_dense_then_recover" in expunge.methods()[n].defaults])
 def test_bad_value_names_the_method_and_argument(name):
     """A value outside the allowed range fails when the method is built, naming the method, argument and value."""
-    with pytest.raises(ValueError, match=rf"method '{name}': prune=1\.5 is not allowed; expected a sparsity"):
-        registered()[name](prune=1.5)
+    with pytest.raises(ValueError, match=rf"method '{name}': prune_dense_then_recover=1\.5 is not allowed; "
+                                         "expected a sparsity"):
+        registered()[name](prune_dense_then_recover=1.5)
 
 
 @pytest.mark.parametrize("name", [n for n in methods_for("classification") if registered()[n].requires_conv])

@@ -13,7 +13,8 @@ import expunge
 from expunge.data import ArrayDataset
 from expunge.data.datasets import features, targets
 from expunge.methods.base import prune_in_place
-from expunge.methods.boundary_expand import final_linear, shrink_into, widened
+from expunge.methods._embedding import final_linear_of
+from expunge.methods.boundary_expand import shrink_into, widened
 from expunge.methods.boundary_shrink import adversarial_inputs, neighbour_labels
 
 
@@ -104,16 +105,16 @@ def test_widen_then_shrink_restores_the_layer_and_adds_one_fresh_row():
 
 def test_final_layer_without_head_is_the_last_linear_and_no_linear_is_refused():
     seq = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
-    assert final_linear(seq) == ("2", seq[2])
+    assert final_linear_of(seq, torch.randn(1, 4), method="boundary_expand") == ("2", seq[2])
     data = ArrayDataset(torch.randn(40, 4), torch.arange(40) % 3)
     forget, retain = expunge.split_forget(data, fraction=0.25, seed=0)
     out = expunge.unlearn(seq, forget=forget, retain=retain, method="boundary_expand", lr=0.1)
     assert _architecture(out) == _architecture(seq)
     bare = expunge.unlearn(nn.Linear(4, 3), forget=forget, retain=retain, method="boundary_expand", lr=0.1)
     assert type(bare) is nn.Linear and bare.out_features == 3
-    with pytest.raises(ValueError, match="no nn.Linear"):
+    with pytest.raises(ValueError, match="is not the output of an nn.Linear layer; allowed: a model whose last"):
         expunge.unlearn(nn.Sequential(nn.Flatten()), forget=forget, retain=retain, method="boundary_expand")
-    with pytest.raises(ValueError, match="does not produce the model's"):
+    with pytest.raises(ValueError, match="is not the output of an nn.Linear layer"):
         expunge.unlearn(_LinearThenFixed(), forget=forget, retain=retain, method="boundary_expand")
 
 
@@ -132,7 +133,7 @@ def test_expand_with_pruning_keeps_the_zeros(task):
     """The weights one-shot pruning zeroes (the head's included) stay zero while the widened model trains, and the
     others train."""
     out = expunge.unlearn(task.original, forget=task.forget, retain=task.retain, method="boundary_expand", seed=0,
-                          epochs=5, lr=0.01, prune=0.5)
+                          epochs=5, lr=0.01, prune_dense_then_recover=0.5)
     assert _architecture(out) == _architecture(task.original)
     pruned = copy.deepcopy(task.original)
     masks = prune_in_place(pruned, 0.5)

@@ -140,14 +140,15 @@ def test_ct_with_no_training_returns_the_transposed_kernels(cnn_task):
 
 
 def test_ct_keeps_pruned_zeros_with_their_weights(cnn_task):
-    """With prune=, each kernel is pruned, then transposed with its zeros, which then stay zero in training."""
+    """With prune_dense_then_recover=, each kernel is pruned, then transposed with its zeros, which then stay zero in training."""
     t = cnn_task
     pruned_original = copy.deepcopy(t.original)
     prune_in_place(pruned_original, 0.5)
     expected = {n: w.transpose(2, 3) for n, w in _convs(pruned_original).items()}
-    out = expunge.unlearn(t.original, forget=t.forget, retain=t.retain, method="ct", seed=0, epochs=0, prune=0.5)
+    out = expunge.unlearn(t.original, forget=t.forget, retain=t.retain, method="ct", seed=0, epochs=0,
+                          prune_dense_then_recover=0.5)
     trained = expunge.unlearn(t.original, forget=t.forget, retain=t.retain, method="ct", seed=0, epochs=2,
-                              prune=0.5)
+                              prune_dense_then_recover=0.5)
     for name, w in _convs(out).items():
         assert torch.equal(w, expected[name]), name
         zeros = expected[name] == 0

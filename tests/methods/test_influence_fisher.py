@@ -73,18 +73,16 @@ def test_influence_step_is_alpha_times_inverse_fisher_times_v(task):
     assert torch.allclose((flat_params(out) - flat_params(model)).double(), expected, rtol=1e-3, atol=1e-6)
 
 
-def test_influence_max_samples_is_seeded_and_memory_is_checked(monkeypatch):
+def test_influence_max_samples_is_seeded():
     model, forget, retain = tiny_problem()
     a = expunge.unlearn(model, forget=forget, retain=retain, method="influence", max_samples=10, seed=1)
     b = expunge.unlearn(model, forget=forget, retain=retain, method="influence", max_samples=10, seed=1)
     c = expunge.unlearn(model, forget=forget, retain=retain, method="influence", max_samples=10, seed=2)
     assert state_equal(a, b) and not state_equal(a, c)
-    monkeypatch.setattr(influence_module, "MAX_GRADIENT_BYTES", 1000)
-    with pytest.raises(ValueError, match="max_samples <= "):
-        expunge.unlearn(model, forget=forget, retain=retain, method="influence")
 
 
-@pytest.mark.parametrize("bad", [{"damping": 0.0}, {"alpha": -1.0}, {"max_samples": 0}])
+@pytest.mark.parametrize("bad", [{"damping": 0.0}, {"alpha": -1.0}, {"max_samples": 0}, {"tol": 0.0},
+                                 {"max_iter": 0}])
 def test_influence_rejects_bad_arguments(bad):
     model, forget, retain = tiny_problem()
     with pytest.raises(ValueError, match=next(iter(bad))):

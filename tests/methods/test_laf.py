@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import expunge
-from expunge.methods._embedding import embed, extractor_of
+from expunge.methods._embedding import Split, embed, extractor_of
 from expunge.methods.laf import alignment_loss, nmse, vae_loss
 from expunge.models import MLP, ResNet18, SmallCNN
 
@@ -56,7 +56,7 @@ def test_builtin_models_split_into_extractor_and_head(model, x):
     model.eval()
     extractor = extractor_of(model, "features", method="laf")
     assert extractor is model.features
-    e = embed(model, extractor, x)
+    e = embed(model, Split("features", extractor, "output"), x)
     assert e.shape == (5, model.head.in_features)
     assert torch.allclose(model.head(e), model(x))
 
@@ -74,8 +74,10 @@ class UserNet(nn.Module):
 
 def test_unsplittable_model_gets_a_clear_error(task):
     model = nn.Sequential(nn.Linear(20, 4))
-    with pytest.raises(ValueError, match=r"no submodule 'features'.*extractor='<name>'.*submodules: 0"):
+    with pytest.raises(ValueError, match=r"no trainable parameters before its last nn.Linear layer \(0\)"):
         expunge.unlearn(model, forget=task.forget, retain=task.retain, method="laf", epochs=1)
+    with pytest.raises(ValueError, match=r"no submodule 'features'.*extractor='<name>'.*submodules: 0"):
+        expunge.unlearn(model, forget=task.forget, retain=task.retain, method="laf", epochs=1, extractor="features")
     with pytest.raises(ValueError, match="must run once per forward pass"):
         expunge.unlearn(UserNet(), forget=task.forget, retain=task.retain, method="laf", epochs=1,
                         extractor="unused")

@@ -31,6 +31,9 @@ def load_audit_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
     raw = apply_overrides(read_yaml(path), overrides)
     section = raw.pop("audit", None)
     cfg = parse_config(raw, base_dir=Path(path).parent)
+    if cfg.tune_trials is not None:
+        raise ConfigError("args", "auto (a quick tuning) applies to expunge run; an audit needs the method's "
+                                  "arguments given as a mapping")
     settings = parse_audit(section, default_seed=cfg.seed)
     if models is not None:
         settings.n_models = check_models(models, "--models")

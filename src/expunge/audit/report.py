@@ -97,9 +97,10 @@ def text_table(table: Table) -> str:
 
 
 def text_summary(r: AuditResult) -> str:
-    """The tier statement, the tier-2 and tier-1 tables and the most exposed examples, as the CLI prints them."""
+    """The tier statement, the tier-2 and tier-1 tables, the most exposed examples and the one-line verdict, as the
+    CLI prints them."""
     return "\n\n".join([tier_statement(r.tier), text_table(tier2_table(r)), text_table(tier1_table(r)),
-                        text_table(exposed_table(r))])
+                        text_table(exposed_table(r)), r.verdict()])
 
 
 def _md_table(table: Table) -> list[str]:
@@ -123,7 +124,7 @@ def write_audit_reports(result: AuditResult, out: str | Path, *, title: str = "e
     md = [f"# {title}", "", f"> {statement}", ""] + [f"- {k}: {v}" for k, v in info.items()] + [""]
     for t in tables(result):
         md += _md_table(t)
-    md += [DEFINITIONS, ""]
+    md += [f"**{result.verdict()}**", "", DEFINITIONS, ""]
     paths = {"md": out / "audit.md", "html": out / "audit.html", "json": out / "audit.json"}
     atomic_write(paths["md"], "\n".join(md).encode())
     atomic_write(paths["html"], _html(result, title, statement, info).encode())
@@ -143,7 +144,7 @@ def _html(r: AuditResult, title: str, statement: str, info: dict[str, Any]) -> s
         parts.append("</table>")
     img = _plots(r)
     parts.append(f"<img alt='per-example ε and the U-LiRA ROC' src='{img}'>")
-    parts.append(f"<p>{esc(DEFINITIONS)}</p></body></html>")
+    parts.append(f"<p class='caveat'><b>{esc(r.verdict())}</b></p><p>{esc(DEFINITIONS)}</p></body></html>")
     return "\n".join(parts)
 
 

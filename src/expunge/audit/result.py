@@ -65,6 +65,13 @@ class AuditResult:
         """One flat dict of floats: the audited model's tier-0 scores, then :meth:`evidence` (its tier wins)."""
         return {**self.scores, **self.evidence()}
 
+    def verdict(self) -> str:
+        """One line: distinguishable from retraining or not, given the oracle-vs-oracle baselines
+        (:func:`expunge.verdict.audit_verdict`)."""
+        from ..verdict import audit_verdict
+
+        return audit_verdict(self.summary(), self.tier, self.sizes)
+
     def exposed(self, n: int = 10) -> list[dict[str, float]]:
         """The ``n`` forget examples with the highest ε (ties: highest KLoM), one dict per example."""
         e = self.examples
@@ -77,7 +84,8 @@ class AuditResult:
         return _clean({
             "evidence_tier": self.tier, "n_models": self.n_models, "method": self.method,
             "method_args": self.method_args, "seed": self.seed, "audited": self.audited, "sizes": self.sizes,
-            "summary": self.summary(), "scores": self.scores, "accuracies": self.accuracies, "seconds": self.seconds,
+            "summary": self.summary(), "verdict": self.verdict(),
+            "scores": self.scores, "accuracies": self.accuracies, "seconds": self.seconds,
             "challenge": {"epsilons": t2.challenge.epsilons, "h": t2.challenge.h,
                           "baseline_epsilons": t2.challenge_baseline.epsilons},
             "klom": {s: r.per_example for s, r in t2.klom.items()},

@@ -17,7 +17,7 @@ from ..evaluate import _forgotten_classes, evaluate
 from ..methods import base as registry
 from ..methods.base import TrainArgs, check_request
 from ..metrics import logit_scaled_confidence, predict
-from ..training import Recipe, progress_enabled
+from ..training import Recipe
 from .result import AuditResult, tier_for
 from .tier1 import reference_attack
 from .tier2 import tier2
@@ -195,15 +195,16 @@ def _check(template, train, test, forget, retain, method, method_args, recipe, n
 
 
 class _Stages:
-    """Times named stages into ``seconds``, logs them, and shows one progress bar over them on a terminal."""
+    """Times named stages into ``seconds``, logs them, and shows their progress (a bar on a terminal, timed lines
+    elsewhere: ``expunge.progress``)."""
 
     def __init__(self, seconds: dict[str, float]):
         self.seconds, self.name, self.t0 = seconds, None, 0.0
 
     def __enter__(self) -> "_Stages":
-        from tqdm.auto import tqdm
+        from ..progress import Phase
 
-        self.bar = tqdm(total=len(STAGES), desc="audit", unit="stage", disable=not progress_enabled())
+        self.bar = Phase("audit", len(STAGES), "stage").__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -211,13 +212,13 @@ class _Stages:
 
     def begin(self, name: str) -> None:
         self.name, self.t0 = name, time.perf_counter()
-        self.bar.set_postfix_str(name)
+        self.bar.update(self.bar.done, stage=name)
         log.info("audit: %s ...", name)
 
     def end(self) -> None:
         self.seconds[self.name] = time.perf_counter() - self.t0
         log.info("audit: %s took %.1fs", self.name, self.seconds[self.name])
-        self.bar.update(1)
+        self.bar.advance()
 
     def __call__(self, name: str, fn: Callable[[], T]) -> T:
         self.begin(name)

@@ -3,11 +3,13 @@
 Every engine takes ``(tag, payload)`` pairs and yields ``(tag, result)`` pairs as jobs finish, in any order; it
 consumes its input lazily, so the driver builds a payload (which carries models) only shortly before it is sent.
 The job function is the same everywhere (:func:`expunge.bench.jobs.tagged_job`), so results do not depend on the
-engine.
+engine. Local worker processes watch the driver that started them and exit as soon as it has gone (even when it was
+killed with SIGKILL, which leaves it no time to stop them).
 """
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Iterable, Iterator
 
 from .jobs import run_job, tagged_job
@@ -38,7 +40,10 @@ class LocalEngine:
             return
         from joblib import Parallel, delayed, parallel_config
 
-        with parallel_config(backend="loky", inner_max_num_threads=1):
+        # each worker first runs the watch below, given as source (exec) so that it starts before the worker
+        # imports anything: a worker still importing torch when its driver dies exits too
+        with parallel_config(backend="loky", inner_max_num_threads=1, initializer=exec,
+                             initargs=(watch_driver_source(os.getpid()), {})):
             parallel = Parallel(n_jobs=self.workers, return_as="generator_unordered", pre_dispatch="2*n_jobs")
             yield from parallel(delayed(tagged_job)(tag, payload) for tag, payload in items)
 
@@ -131,6 +136,27 @@ class RayEngine:
 
     def close(self) -> None:
         pass
+
+
+_WATCH_DRIVER = """
+import os, threading, time
+
+def watch(driver, interval):
+    while os.getppid() == driver:
+        time.sleep(interval)
+    os._exit(1)
+
+if os.getppid() != {driver}:
+    os._exit(1)
+threading.Thread(target=watch, args=({driver}, {interval}), name="expunge-watch-driver", daemon=True).start()
+"""
+
+
+def watch_driver_source(driver_pid: int, interval: float = 0.25) -> str:
+    """Python source for a local worker to run as it starts: exit at once if the driver ``driver_pid`` that
+    started it has gone, and from then on within ``interval`` seconds of it going (a daemon thread polls the
+    parent's pid; a driver killed by SIGKILL has no chance to stop its workers itself)."""
+    return _WATCH_DRIVER.format(driver=int(driver_pid), interval=float(interval))
 
 
 def make_engine(name: str = "local", *, address: str | None = None, workers: int | None = None):

@@ -127,6 +127,8 @@ def expand(bench: BenchSpec) -> Grid:
 
 def _original(b: _Builder, setup: Setup, seed: int) -> str:
     spec = {"data": setup.data, "model": setup.model, "recipe": setup.recipe, "seed": seed}
+    if setup.sparse:   # only then: dense setups keep their job keys
+        spec["sparse"] = setup.sparse
     return b.add("original", spec, {}, {"setup": setup.label, "seed": seed})
 
 

@@ -2,24 +2,27 @@
 
 Workers never touch the run store or the model cache: the driver puts the models a job needs into its payload
 and records what comes back (scores as ``metrics``, structured output as ``result``, a trained ``model`` to
-cache). A job that fails returns ``error`` instead of raising, so one bad job never stops the others; a
-diverging run (``DivergenceError``), a method (or selector, or tuner) refusing its input with ValueError or
-TypeError, or a tuning study whose every trial failed, would fail the same way on every run: it is recorded
-(``final``). Any other error (data that cannot be read, a lost worker) is reported and retried on the next run.
+cache). A job that fails returns ``error`` instead of raising, so one bad job never stops the others, and says
+whether the failure is ``permanent`` (see :func:`is_permanent`): a job is a seeded, deterministic function of its
+payload, so a diverging run (``DivergenceError``), input refused with ValueError or TypeError (a class that does not
+exist, bad method arguments, a method that needs convolutional layers given an MLP), a tuning study whose every
+trial failed, or any other error of the computation itself would fail the same way on every run: it is recorded as
+failed and not run again unless asked. What comes from the machine rather than the job (an OSError such as a full
+disk or a lost file, running out of memory, a lost worker) is transient: reported, not recorded, retried on the
+next run.
 
 Jobs that share a process run one at a time: torch's global random state is per process, and a worker with
 several threads would otherwise interleave seeded runs.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import random
 import threading
 import time
 import traceback
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -39,14 +42,18 @@ class FinalError(Exception):
     """A job outcome that would repeat on every run (recorded as failed, not retried)."""
 
 
-@contextlib.contextmanager
-def refusals_are_final() -> Iterator[None]:
-    """A method, selector or tuner that refuses its input (ValueError, TypeError: e.g. a method that needs
-    convolutional layers, given an MLP) refuses it on every run: record it rather than retry it."""
-    try:
-        yield
-    except (ValueError, TypeError) as e:
-        raise FinalError(f"{type(e).__name__}: {e}") from None
+TRANSIENT = (OSError, MemoryError, EOFError)   # the machine, not the job (OSError covers timeouts, lost connections)
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Whether running the same job again would fail the same way: everything except what comes from the machine
+    (:data:`TRANSIENT`, and torch's out-of-memory errors)."""
+    if isinstance(error, TRANSIENT):
+        return False
+    oom = getattr(torch, "OutOfMemoryError", None)
+    if (oom is not None and isinstance(error, oom)) or "out of memory" in str(error).lower():
+        return False
+    return True
 
 
 def load_data(spec: dict[str, Any], seed: int):
@@ -71,11 +78,13 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
         try:
             out = RUNNERS[payload["kind"]](payload)
         except DivergenceError as e:
-            out = {"error": f"diverged: {e}", "final": True}
+            out = {"error": f"diverged: {e}", "permanent": True}
         except FinalError as e:
-            out = {"error": str(e), "final": True}
-        except Exception as e:  # noqa: BLE001 - reported to the driver, which decides
-            out = {"error": f"{type(e).__name__}: {e}", "final": False, "traceback": traceback.format_exc()}
+            out = {"error": str(e), "permanent": True}
+        except Exception as e:  # noqa: BLE001 - reported to the driver, which records or retries
+            out = {"error": f"{type(e).__name__}: {e}", "permanent": is_permanent(e)}
+            if not isinstance(e, (ValueError, TypeError)):   # a refusal says all; anything else may be a bug
+                out["traceback"] = traceback.format_exc()
         out["job_seconds"] = time.perf_counter() - start
     return out
 
@@ -111,8 +120,16 @@ def _original(p: dict[str, Any]) -> dict[str, Any]:
     original = api.train(template, train, seed=p["seed"], **p["recipe"])
     from ..provenance import provenance
 
+    seconds = float(provenance(original).seconds or 0.0)
+    extra = {}
+    if p.get("sparse"):   # prune first, then unlearn: every later job of the setup sees the sparse original
+        from ..sparsity import measured_sparsity, sparsify
+
+        original = sparsify(original, train, **p["sparse"])
+        seconds += float(provenance(original).seconds or 0.0)
+        extra["sparsity"] = measured_sparsity(original)
     metrics = {"train_acc": _accuracy(original, train), "test_acc": _accuracy(original, test),
-               "seconds": float(provenance(original).seconds or 0.0)}
+               "seconds": seconds, **extra}
     return {"model": original, "metrics": metrics}
 
 
@@ -121,9 +138,8 @@ def _select(p: dict[str, Any]) -> dict[str, Any]:
 
     train, _ = load_data(p["data"], p["data_seed"])
     opts = {k: p[k] for k in ("fraction", "size", "select_epochs", "unlearn_steps", "lr_w", "gamma") if k in p}
-    with refusals_are_final():
-        idx = select_worst_case(p["original"], train, method=p["method"], method_args=p.get("args") or None,
-                                seed=p["seed"], **opts)
+    idx = select_worst_case(p["original"], train, method=p["method"], method_args=p.get("args") or None,
+                            seed=p["seed"], **opts)
     idx = np.asarray(idx, dtype=np.int64)
     return {"result": {"indices": idx.tolist()}, "metrics": {"size": float(len(idx))}}
 
@@ -145,10 +161,9 @@ def _tune(p: dict[str, Any]) -> dict[str, Any]:
 
     _, test, forget, retain = _splits(p)
     try:
-        with refusals_are_final():
-            res = tune(p["method"], p["original"], forget=forget, retain=retain, test=test, oracle=p["oracle"],
-                       trials=p["trials"], seed=p["seed"], space=p.get("space"), fixed=p.get("fixed") or None,
-                       objective=p.get("objective", "avg_gap"))
+        res = tune(p["method"], p["original"], forget=forget, retain=retain, test=test, oracle=p["oracle"],
+                   trials=p["trials"], seed=p["seed"], space=p.get("space"), fixed=p.get("fixed") or None,
+                   objective=p.get("objective", "avg_gap"))
     except TuningError as e:   # every trial failed: deterministic under the seed
         raise FinalError(f"tuning failed: {e}") from None
     trials = [_plain(t) for t in getattr(res, "trials", [])]
@@ -159,8 +174,7 @@ def _tune(p: dict[str, Any]) -> dict[str, Any]:
 def _unlearn(p: dict[str, Any]) -> dict[str, Any]:
     _, test, forget, retain = _splits(p)
     seed, args = p["seed"], dict(p["args"])
-    with refusals_are_final():
-        model = api.unlearn(p["original"], forget=forget, retain=retain, method=p["method"], seed=seed, **args)
+    model = api.unlearn(p["original"], forget=forget, retain=retain, method=p["method"], seed=seed, **args)
     scores = evaluate(model, forget=forget, retain=retain, test=test, reference=p["oracle"], seed=seed)
     return {"metrics": scores, "result": {"args": _plain(args)}}
 

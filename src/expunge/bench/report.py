@@ -4,7 +4,9 @@
 (plots linked from ``plots/``), ``report.html`` (plots inline as base64, nothing fetched) and ``results.json``:
 ``wall_seconds``, ``compute_seconds``, job counts, and one row per setup × scenario × method (the original and
 the oracle included) with ``mean`` and ``std`` over seeds of every metric, the arguments used and, when tuned,
-the chosen hyperparameters.
+the chosen hyperparameters; and ``verdicts``, per setup × scenario: the noise floor (the oracles of different
+seeds against each other, so of different forget sets too where the forget set depends on the seed: a
+conservative floor), the best method, each method's verdict and any warning about the original.
 """
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ from typing import Any
 
 from ..evaluate import TIER0_CAVEAT
 from ..modelio import atomic_write
-from ..report import STYLE, definitions, markdown_table, summarise, table_rows
+from ..report import (STYLE, comparable, definitions, figure_html, format_sizes, markdown_notes, markdown_table,
+                      notes_html, summarise, table_html, verdict_json)
 from ..store import RunRecord, RunStore
+from ..verdict import FLOOR, ORACLE, oracle_pairs
 from .grid import Grid
-from .plots import ORACLE, metric_bars, pareto_plot
+from .plots import metric_bars, metric_caption, pareto_caption, pareto_plot
 from .runner import STORE_NAME, load_grid
 
 Rows = dict[str, list[dict[str, float]]]
@@ -37,6 +41,7 @@ class Section:
     args: dict[str, dict[str, Any]] = field(default_factory=dict)
     tuned: dict[str, dict[str, Any]] = field(default_factory=dict)   # method -> best_args, best_value
     notes: list[str] = field(default_factory=list)
+    sizes: list[dict[str, float]] = field(default_factory=list)   # per seed: forget and retain sizes
 
     @property
     def title(self) -> str:
@@ -78,6 +83,7 @@ def collect(out: str | Path) -> BenchResults:
                 {k[len("original_"):]: v for k, v in m.items() if k.startswith("original_")})
             sec.rows.setdefault(ORACLE, []).append(
                 {k: v for k, v in m.items() if not k.startswith("original_") and not k.endswith("_size")})
+            sec.sizes.append({k[:-len("_size")]: v for k, v in m.items() if k.endswith("_size")})
         for method, key in cell.unlearn.items():
             sec.args.setdefault(method, grid.args.get(method, {}))
             rec = records.get(key)
@@ -97,7 +103,10 @@ def collect(out: str | Path) -> BenchResults:
                 res = json.loads(rec.tags.get("result") or "{}")
                 sec.tuned[method] = {"best_args": res.get("best_args", {}), "best_value": res.get("best_value")}
     for sec in sections.values():
-        missing = [m for m, runs in sec.rows.items() if m not in ("original", ORACLE)
+        if len(sec.rows.get(ORACLE, [])) > 1:     # the noise floor: oracles of different seeds against each other
+            sec.rows[FLOOR] = oracle_pairs(sec.rows[ORACLE])
+        sec.rows = comparable(sec.rows)
+        missing = [m for m, runs in sec.rows.items() if m not in ("original", ORACLE, FLOOR)
                    and len(runs) < sum(1 for c in grid.cells if (c.setup, c.scenario) == (sec.setup, sec.scenario))]
         if missing:
             sec.notes.append(f"not (yet) recorded for every seed: {', '.join(missing)}")
@@ -109,6 +118,8 @@ def summary_rows(results: BenchResults) -> list[dict[str, Any]]:
     out = []
     for sec in results.sections:
         for name, runs in sec.rows.items():
+            if name == FLOOR:      # derived from the oracle rows; results.json gives it under "verdicts"
+                continue
             keys = sorted({k for s in runs for k in s} - {"failed"})   # "failed" marks a failed seed's entry
             stats = {k: summarise(runs, k) for k in keys}
             out.append({"setup": sec.setup, "scenario": sec.scenario,
@@ -117,6 +128,18 @@ def summary_rows(results: BenchResults) -> list[dict[str, Any]]:
                         "tuned": sec.tuned.get(name), "mean": {k: _num(v[0]) for k, v in stats.items()},
                         "std": {k: _num(v[1]) for k, v in stats.items()}})
     return out
+
+
+def section_verdicts(results: BenchResults) -> list[dict[str, Any]]:
+    """Per setup × scenario: the noise floor, the best method, the verdicts and any warning (JSON-ready)."""
+    return [{"setup": sec.setup, "scenario": sec.scenario, "sizes": format_sizes(sec.sizes),
+             **_clean(verdict_json(sec.rows))} for sec in results.sections]
+
+
+def _clean(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    return _num(o) if isinstance(o, float) else o
 
 
 def _num(v: float) -> float | None:
@@ -130,19 +153,21 @@ def write_bench_report(out: str | Path, *, dest: str | Path | None = None,
     ``out``); also copy results.json to ``summary`` when given. Returns the paths written."""
     results = collect(out)
     dest = Path(dest or out)
-    plots: list[tuple[Section, str, Path, bytes]] = []
+    plots: list[tuple[Section, str, Path, bytes, str]] = []
     for i, sec in enumerate(results.sections):
         slug = f"{i:02d}-" + re.sub(r"[^a-z0-9]+", "-", sec.title.lower()).strip("-")
-        for kind, png in (("pareto", pareto_plot(sec.rows, sec.title)), ("metrics", metric_bars(sec.rows, sec.title))):
+        for kind, png, caption in (("pareto", pareto_plot(sec.rows, sec.title), pareto_caption(sec.rows)),
+                                   ("metrics", metric_bars(sec.rows, sec.title), metric_caption(sec.rows))):
             if png:
-                plots.append((sec, kind, dest / "plots" / f"{slug}-{kind}.png", png))
-    for _, _, path, png in plots:
+                plots.append((sec, kind, dest / "plots" / f"{slug}-{kind}.png", png, caption))
+    for _, _, path, png, _ in plots:
         atomic_write(path, png)
     meta = _meta(results)
     paths = {"md": dest / "report.md", "html": dest / "report.html", "json": dest / "results.json"}
     atomic_write(paths["md"], _markdown(results, meta, plots, dest).encode())
     atomic_write(paths["html"], _html(results, meta, plots).encode())
-    data = json.dumps({**meta, "evidence_tier": 0, "caveat": TIER0_CAVEAT, "rows": summary_rows(results)},
+    data = json.dumps({**meta, "evidence_tier": 0, "caveat": TIER0_CAVEAT, "rows": summary_rows(results),
+                       "verdicts": section_verdicts(results)},
                       indent=2, default=_json_default).encode()
     atomic_write(paths["json"], data)
     if summary:
@@ -181,11 +206,14 @@ def _markdown(results: BenchResults, meta: dict[str, Any], plots: list, dest: Pa
     md = [f"# expunge bench: {meta['name']}", "", f"> {TIER0_CAVEAT}", "", definitions(), ""]
     md += [f"- {k}: {v}" for k, v in meta.items() if k != "name"] + [""]
     for sec in results.sections:
-        md += [f"## {sec.title}", "", markdown_table(sec.rows, tier=True), ""]
+        size = format_sizes(sec.sizes)
+        md += [f"## {sec.title}", ""] + ([size, ""] if size else []) + [markdown_table(sec.rows, tier=True), ""]
+        md += markdown_notes(sec.rows) + [""]
         md += ["Arguments:", ""] + [f"- {line}" for line in _args_lines(sec)] + [""]
         md += [f"- {n}" for n in sec.notes] + ([""] if sec.notes else [])
-        md += [f"![{kind}: {sec.title}]({path.relative_to(dest).as_posix()})" for s, kind, path, _ in plots
-               if s is sec] + [""]
+        for s, kind, path, _, caption in plots:
+            if s is sec:
+                md += [f"![{kind}: {sec.title}]({path.relative_to(dest).as_posix()})", "", f"*{caption}*", ""]
     return "\n".join(md)
 
 
@@ -196,18 +224,14 @@ def _html(results: BenchResults, meta: dict[str, Any], plots: list) -> str:
              f"<p class='caveat'>{esc(TIER0_CAVEAT)}</p>", f"<p>{esc(definitions())}</p>", "<ul>"]
     parts += [f"<li>{esc(k)}: {esc(str(v))}</li>" for k, v in meta.items() if k != "name"] + ["</ul>"]
     for sec in results.sections:
-        header, body = table_rows(sec.rows, tier=True)
-        parts.append(f"<h2>{esc(sec.title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)
-                     + "</tr>")
-        for r in body:
-            cls = " class='oracle'" if r[0] == ORACLE else ""
-            parts.append(f"<tr{cls}>" + "".join(f"<td>{esc(v)}</td>" for v in r) + "</tr>")
-        parts.append("</table><p>Arguments:</p><ul>" + "".join(f"<li>{esc(x)}</li>" for x in _args_lines(sec))
-                     + "</ul>")
+        size = format_sizes(sec.sizes)
+        parts.append(f"<h2>{esc(sec.title)}</h2>" + (f"<p>{esc(size)}</p>" if size else ""))
+        parts += [table_html(sec.rows), notes_html(sec.rows)]
+        parts.append("<p>Arguments:</p><ul>" + "".join(f"<li>{esc(x)}</li>" for x in _args_lines(sec)) + "</ul>")
         parts += [f"<p>{esc(n)}</p>" for n in sec.notes]
-        for s, kind, _, png in plots:
+        for s, kind, _, png, caption in plots:
             if s is sec:
                 uri = "data:image/png;base64," + base64.b64encode(png).decode()
-                parts.append(f"<img alt='{esc(kind)}: {esc(sec.title)}' src='{uri}'>")
+                parts.append(figure_html(uri, f"{kind}: {sec.title}", caption))
     parts.append("</body></html>")
     return "\n".join(parts)

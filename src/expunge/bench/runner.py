@@ -6,21 +6,25 @@ The bench's output directory holds
   tagged with its ``job_key``, written with its metrics and output in one transaction; a unique index forbids a
   second record of the same key. Each invocation of the bench is a run of kind ``bench``, parent of the jobs it ran.
 - ``cache/<stage>/<key>.safetensors`` (+ ``.json``): originals and oracles, saved atomically with
-  :func:`expunge.save_model` before their job is recorded;
+  :func:`expunge.save_model` before their job is recorded; the sidecar records the weights' checksum, checked
+  before a cached model is used: a truncated or corrupted one is removed and rebuilt like a lost one;
 - ``grid.json``: the expanded job graph, which reports read;
 - ``report.md``, ``report.html``, ``results.json``, ``plots/``: written at the end (see :mod:`.report`).
 
 Only this process writes the store and the cache; workers return results. Killed at any moment (even by
 SIGKILL), a bench loses at most the jobs in flight: on the next run every recorded job is reused, never rerun,
 and a recorded model whose file has gone is retrained (bitwise identical: every job is seeded) before it is
-needed.
+needed. SIGTERM marks the open runs KILLED on the way out; a run whose process died without a word (SIGKILL) is
+marked KILLED when the store is next opened (see :mod:`expunge.store`).
+
+A job that failed permanently (see :mod:`.jobs`) is recorded as FAILED and not run again; ``retry_failed`` runs
+such jobs again (replacing their record). A transient failure is not recorded: the next run retries it.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -29,8 +33,8 @@ from typing import Any, Iterator
 
 from torch import nn
 
-from ..modelio import atomic_write, load_model, save_model, sidecar_path
-from ..store import DuplicateRunError, RunRecord, RunStore
+from ..modelio import atomic_write, check_model_files, load_model, save_model, sidecar_path
+from ..store import DuplicateRunError, RunRecord, RunStore, terminate_as_interrupt
 from .engines import LocalEngine
 from .grid import MODEL_STAGES, STAGES, Grid, Job, expand
 from .spec import BenchSpec
@@ -46,31 +50,65 @@ class BenchOutcome:
     ran: int = 0
     reused: int = 0
     blocked: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)   # (job, error) of jobs to retry
+    failures: list[tuple[str, str]] = field(default_factory=list)   # (job, error): transient, retried next run
+    permanent: list[tuple[str, str]] = field(default_factory=list)  # (job, error): recorded as failed, not retried
     wall_seconds: float = 0.0
     paths: dict[str, Path] = field(default_factory=dict)
 
 
+class DamagedModel(Exception):
+    """A cached model failed its check when loaded; it has been removed, and the next run rebuilds it."""
+
+
 class ModelCache:
-    """Originals and oracles as safetensors + JSON under ``root/<stage>/<key>``; the last few loaded stay in memory."""
+    """Originals and oracles as safetensors + JSON under ``root/<stage>/<key>``; the last few loaded stay in memory.
+
+    A cached pair counts as present only once it has passed :func:`expunge.modelio.check_model_files` (the
+    safetensors layout and the checksum the sidecar records; checked once per file version): a damaged pair is
+    removed, so the driver rebuilds it like a lost one."""
 
     def __init__(self, root: Path, keep: int = 8):
         self.root, self.keep = Path(root), keep
         self._loaded: OrderedDict[str, nn.Module] = OrderedDict()
+        self._checked: dict[Path, tuple[int, int, int, int]] = {}
 
     def path(self, job: Job) -> Path:
         return self.root / job.kind / f"{job.key}.safetensors"
 
     def has(self, job: Job) -> bool:
         p = self.path(job)
-        return p.is_file() and sidecar_path(p).is_file()
+        if not (p.is_file() and sidecar_path(p).is_file()):
+            return False
+        w, j = p.stat(), sidecar_path(p).stat()
+        version = (w.st_size, w.st_mtime_ns, j.st_size, j.st_mtime_ns)
+        if self._checked.get(p) != version:
+            try:
+                check_model_files(p)
+            except ValueError as e:
+                log.warning("cached model %s is damaged and will be rebuilt: %s", p, e)
+                self.discard(job)
+                return False
+            self._checked[p] = version
+        return True
+
+    def discard(self, job: Job) -> None:
+        p = self.path(job)
+        p.unlink(missing_ok=True)
+        sidecar_path(p).unlink(missing_ok=True)
+        self._checked.pop(p, None)
+        self._loaded.pop(job.key, None)
 
     def save(self, job: Job, model: nn.Module) -> Path:
         return save_model(model, self.path(job), extra={"job_key": job.key, "labels": job.labels})
 
     def load(self, job: Job) -> nn.Module:
         if job.key not in self._loaded:
-            self._loaded[job.key] = load_model(self.path(job))
+            try:
+                self._loaded[job.key] = load_model(self.path(job))
+            except ValueError as e:
+                self.discard(job)
+                raise DamagedModel(f"cached {job.kind} model was damaged and has been removed; rerun to rebuild "
+                                   f"it ({e})") from None
             while len(self._loaded) > self.keep:
                 self._loaded.popitem(last=False)
         self._loaded.move_to_end(job.key)
@@ -78,23 +116,26 @@ class ModelCache:
 
 
 def run_bench(bench: BenchSpec, *, out: str | Path | None = None, engine: Any = None, progress: bool = False,
-              report: bool = True) -> BenchOutcome:
-    """Run every job of ``bench`` not yet recorded under ``out`` (default: the config's ``out``)."""
+              report: bool = True, retry_failed: bool = False) -> BenchOutcome:
+    """Run every job of ``bench`` not yet recorded under ``out`` (default: the config's ``out``); with
+    ``retry_failed``, also the jobs recorded as failed permanently."""
     out = Path(out or bench.out)
     grid = expand(bench)
     engine = engine or LocalEngine()
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out), RunStore(out / STORE_NAME) as store:
+    with terminate_as_interrupt(), _exclusive(out), RunStore(out / STORE_NAME) as store:
         atomic_write(out / "grid.json", json.dumps(grid.to_dict(), indent=1, default=str).encode())
         with store.run(bench.name, "bench", params={"out": str(out), "engine": engine.describe(),
                                                      "seeds": bench.seeds, "jobs": len(grid.jobs)}) as bench_id:
-            outcome = _Driver(grid, store, ModelCache(out / "cache"), bench_id).run(engine, out, progress)
+            driver = _Driver(grid, store, ModelCache(out / "cache"), bench_id, retry_failed=retry_failed)
+            outcome = driver.run(engine, out, progress)
             outcome.wall_seconds = time.perf_counter() - start
+            failed = len(outcome.failures) + len(outcome.permanent)
             store.log_metrics(bench_id, {"wall_seconds": outcome.wall_seconds, "jobs_run": outcome.ran,
-                                         "jobs_reused": outcome.reused, "jobs_failed": len(outcome.failures)})
-            if outcome.failures:
-                store.end_run(bench_id, "FAILED", f"{len(outcome.failures)} job(s) failed")
+                                         "jobs_reused": outcome.reused, "jobs_failed": failed})
+            if failed:
+                store.end_run(bench_id, "FAILED", f"{failed} job(s) failed ({len(outcome.permanent)} permanently)")
     if report:
         from .report import write_bench_report
 
@@ -103,9 +144,11 @@ def run_bench(bench: BenchSpec, *, out: str | Path | None = None, engine: Any = 
 
 
 class _Driver:
-    def __init__(self, grid: Grid, store: RunStore, cache: ModelCache, parent: str):
+    def __init__(self, grid: Grid, store: RunStore, cache: ModelCache, parent: str, *, retry_failed: bool = False):
         self.grid, self.store, self.cache, self.parent = grid, store, cache, parent
         self.done: dict[str, RunRecord] = {k: r for k, r in store.tagged("job_key").items() if k in grid.jobs}
+        # recorded failures to run again (their records are replaced when they end)
+        self.retry = {k for k, r in self.done.items() if r.status != "FINISHED"} if retry_failed else set()
 
     def ok(self, key: str) -> bool:
         rec = self.done.get(key)
@@ -116,7 +159,7 @@ class _Driver:
 
     def plan(self) -> tuple[set[str], set[str]]:
         """Jobs to run, and recorded model jobs to retrain because a job to run needs their missing file."""
-        pending = {k for k in self.grid.jobs if k not in self.done}
+        pending = {k for k in self.grid.jobs if k not in self.done or k in self.retry}
         regen: set[str] = set()
         frontier = set(pending)
         while frontier:
@@ -135,27 +178,40 @@ class _Driver:
                    for d in job.deps.values())
 
     def run(self, engine: Any, out: Path, progress: bool) -> BenchOutcome:
-        from tqdm.auto import tqdm
+        from ..progress import Phase
 
         pending, regen = self.plan()
         outcome = BenchOutcome(out, self.grid, reused=len(self.grid.jobs) - len(pending))
         log.info("bench %s: %d jobs, %d recorded, %d to run on %s", self.grid.name, len(self.grid.jobs),
                  outcome.reused, len(pending), engine.describe())
-        bar = tqdm(total=len(pending) + len(regen), unit="job", desc=self.grid.name, file=sys.stderr,
-                   disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
+        bar = Phase(f"bench {self.grid.name}", len(pending) + len(regen), "job", show=progress)
         with bar:
             for stage in STAGES:
                 todo = [j for j in self.grid.by_stage(stage) if j.key in pending or j.key in regen]
                 runnable = [j for j in todo if self.ready(j)]
                 outcome.blocked += len(todo) - len(runnable)
-                bar.update(len(todo) - len(runnable))
+                bar.advance(len(todo) - len(runnable))
                 if not runnable:
                     continue
-                items = ((j.key, self.payload(j)) for j in runnable)
-                for key, result in engine.run(items):
+                for key, result in engine.run(self.items(runnable, outcome, bar)):
                     self.receive(self.grid.jobs[key], result, outcome, regen=key in regen)
-                    bar.update()
+                    bar.advance()
+        outcome.permanent = [(describe(self.grid.jobs[k]), r.error or "failed") for k, r in self.done.items()
+                             if r.status != "FINISHED"]
         return outcome
+
+    def items(self, jobs: list[Job], outcome: BenchOutcome, bar: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(key, payload)`` per job, built as the engine asks for it; a job whose cached input turns out damaged
+        is reported as a transient failure (its model is rebuilt on the next run)."""
+        for job in jobs:
+            try:
+                payload = self.payload(job)
+            except DamagedModel as e:
+                log.warning("job %s not run: %s", describe(job), e)
+                outcome.failures.append((describe(job), str(e)))
+                bar.advance()
+                continue
+            yield job.key, payload
 
     def payload(self, job: Job) -> dict[str, Any]:
         jobs = self.grid.jobs
@@ -174,10 +230,14 @@ class _Driver:
     def receive(self, job: Job, result: dict[str, Any], outcome: BenchOutcome, *, regen: bool) -> None:
         label = describe(job)
         error = result.get("error")
-        if error and not result.get("final"):
-            log.warning("job %s failed: %s\n%s", label, error, result.get("traceback", ""))
+        if error and not result.get("permanent"):
+            log.warning("job %s failed (transient, retried on the next run): %s\n%s", label, error,
+                        result.get("traceback", ""))
             outcome.failures.append((label, error))
             return
+        if error:
+            log.warning("job %s failed permanently (recorded, not retried): %s\n%s", label, error,
+                        result.get("traceback", ""))
         artifacts = {}
         if result.get("model") is not None:
             artifacts[str(self.cache.save(job, result["model"]).resolve())] = "model"
@@ -192,12 +252,13 @@ class _Driver:
                                        metrics=result.get("metrics", {}), tags=tags, artifacts=artifacts,
                                        status="FAILED" if error else "FINISHED", error=error,
                                        start_time=end - float(result.get("job_seconds", 0.0)), end_time=end,
-                                       parent_id=self.parent)
+                                       parent_id=self.parent, replace=job.key in self.retry)
         except DuplicateRunError:
             log.warning("job %s was recorded meanwhile by another process; keeping that record", label)
             return
         self.done[job.key] = RunRecord(run_id, label, job.kind, "FAILED" if error else "FINISHED", end, end, error,
                                        self.parent, metrics=dict(result.get("metrics", {})), tags=tags)
+        self.retry.discard(job.key)
         outcome.ran += 1
         log.info("%s %s", label, error or "done")
 

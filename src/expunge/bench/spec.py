@@ -5,6 +5,8 @@ name: digits
 seeds: 3                                        # seeds 0, 1, 2; or a list such as [0, 5, 9]
 data: {name: digits, test_fraction: 0.2}        # as in `expunge run`; or a list of such, each with a `label`
 model: {name: mlp, args: {hidden: [128, 64]}}   # or a list; an entry may carry its own `train` and `label`
+                                                # and `sparse: {sparsity: 0.95, rewind: auto}`: a sparse original
+                                                # (expunge.sparsify: prune first, then unlearn)
 train: {epochs: 30, lr: 0.05, schedule: cosine} # the original's recipe (fields of expunge.Recipe)
 scenarios:
   - {name: random 10%, fraction: 0.1}           # a random fraction, drawn with the job's seed unless `seed` is set
@@ -55,6 +57,7 @@ class Setup:
     model: dict[str, Any]
     recipe: dict[str, Any]
     task: str
+    sparse: dict[str, Any] | None = None   # expunge.sparsify arguments: the original is made sparse before unlearning
 
 
 @dataclass
@@ -137,17 +140,39 @@ def _setups(raw: dict[str, Any], base_dir: Path, seed: int) -> list[Setup]:
     for path, model in _entries(raw, "model", {"name": "mlp"}):
         label = str(model.pop("label", "") or model.get("name"))
         train = model.pop("train", None)
+        sparse = model.pop("sparse", None)
         with at(path):
             _parse_model(model)
         with at(f"{path}.train"):
             own = _parse_train({**recipe, **check_mapping(train or {}, f"{path}.train")}).to_dict()
-        models.append((label, model, own))
-    setups = [Setup(f"{dl}/{ml}" if len(datas) * len(models) > 1 else dl, d, m, r, task)
-              for dl, d, task in datas for ml, m, r in models]
+        models.append((label, model, own, _sparse(sparse, f"{path}.sparse", own["epochs"])))
+    setups = [Setup(f"{dl}/{ml}" if len(datas) * len(models) > 1 else dl, d, m, r, task, sp)
+              for dl, d, task in datas for ml, m, r, sp in models]
     labels = [s.label for s in setups]
     if len(set(labels)) != len(labels):
         raise ConfigError("data", f"setups need distinct labels (give each data/model entry a label); got {labels}")
     return setups
+
+
+def _sparse(value: Any, path: str, epochs: int) -> dict[str, Any] | None:
+    """A model entry's ``sparse`` section as ``expunge.sparsify`` arguments (None when absent)."""
+    if value is None:
+        return None
+    from ..sparsity import check_sparsity, rewind_epoch
+
+    spec = dict(check_mapping(value, path))
+    unknown = sorted(set(spec) - {"sparsity", "rewind"})
+    if unknown:
+        raise ConfigError(f"{path}.{unknown[0]}", "unknown key; allowed: sparsity, rewind")
+    spec.setdefault("sparsity", 0.95)
+    spec.setdefault("rewind", "auto")
+    for key, check in (("sparsity", lambda: check_sparsity(spec["sparsity"])),
+                       ("rewind", lambda: rewind_epoch(spec["rewind"], epochs))):
+        try:
+            check()
+        except ValueError as e:
+            raise ConfigError(f"{path}.{key}", str(e)) from None
+    return {"sparsity": spec["sparsity"], "rewind": spec["rewind"]}
 
 
 def _with_content_hash(data: dict[str, Any]) -> dict[str, Any]:

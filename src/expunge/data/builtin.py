@@ -1,11 +1,15 @@
 """Data that needs no download: scikit-learn's bundled sets and small generated tasks."""
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import numpy as np
 
 from .datasets import ArrayDataset
 
 BUILTIN = ("digits", "breast_cancer", "wine", "iris", "diabetes", "classification", "friedman")
+MAX_GENERATED = 1_000_000      # rows (or features, classes) a generated dataset may have
 
 
 def load_builtin(name: str, *, test_fraction: float = 0.2, seed: int = 0, **kwargs) -> tuple[ArrayDataset, ArrayDataset]:
@@ -15,7 +19,40 @@ def load_builtin(name: str, *, test_fraction: float = 0.2, seed: int = 0, **kwar
                "diabetes": diabetes, "classification": generated_classification, "friedman": friedman}
     if name not in loaders:
         raise ValueError(f"unknown built-in dataset {name!r}; allowed: {', '.join(BUILTIN)}")
+    check_builtin_args(name, kwargs, loaders[name])
     return loaders[name](test_fraction=test_fraction, seed=seed, **kwargs)
+
+
+def builtin_args(name: str) -> dict[str, Any]:
+    """The arguments a built-in dataset's generator takes (besides ``test_fraction`` and ``seed``), with defaults."""
+    loaders = {"digits": digits, "diabetes": diabetes, "classification": generated_classification,
+               "friedman": friedman}
+    if name not in loaders:
+        return {}
+    return {k: p.default for k, p in inspect.signature(loaders[name]).parameters.items()
+            if k not in ("test_fraction", "seed")}
+
+
+def check_builtin_args(name: str, kwargs: dict[str, Any], loader: Any = None) -> None:
+    """Refuse unknown arguments, and values of another type than the default's, naming what is allowed."""
+    allowed = builtin_args(name)
+    for key, value in kwargs.items():
+        if key not in allowed:
+            listed = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items()) or "none"
+            raise ValueError(f"built-in dataset {name!r} takes no argument {key!r}; allowed: {listed}")
+        default = allowed[key]
+        numeric = (int, float) if isinstance(default, float) else type(default)
+        if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, numeric):
+            raise ValueError(f"built-in dataset {name!r}: {key}={value!r} is not allowed; expected "
+                             f"{type(default).__name__} like the default {default!r}")
+        if isinstance(default, int) and not isinstance(default, bool) and not 1 <= value <= MAX_GENERATED:
+            raise ValueError(f"built-in dataset {name!r}: {key}={value!r} is not allowed; expected an integer "
+                             f"in 1..{MAX_GENERATED:,}")
+    if "n" in allowed and "features" in allowed:
+        cells = kwargs.get("n", allowed["n"]) * kwargs.get("features", allowed["features"])
+        if cells > 50 * MAX_GENERATED:
+            raise ValueError(f"built-in dataset {name!r}: n x features = {cells:,} values; at most "
+                             f"{50 * MAX_GENERATED:,} are allowed")
 
 
 def _split(x, y, *, test_fraction: float, seed: int, classify: bool, name: str, **kw) -> tuple[ArrayDataset, ArrayDataset]:

@@ -29,6 +29,8 @@ class ArrayDataset(Dataset):
     identity in one call. ``class_names`` maps label ``i`` to a readable name.
     """
 
+    standardisation: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None   # set by standardise()
+
     def __init__(self, x: Any, y: Any, *, groups: Any = None, task: Task | None = None,
                  class_names: list[str] | None = None, name: str | None = None):
         x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
@@ -174,6 +176,44 @@ def task_of(dataset: Dataset) -> Task:
 def groups_of(dataset: Dataset) -> np.ndarray | None:
     base, idx = resolve(dataset)
     return None if base.groups is None else base.groups[idx.numpy()]
+
+
+def standardise(train: Dataset, *others: Dataset, features: bool = True,
+                targets: bool = False) -> tuple[ArrayDataset, ...]:
+    """Standardise features (and, for regression, targets) to mean 0 and standard deviation 1, with the mean and
+    standard deviation fitted on ``train`` only and applied unchanged to ``others`` (test or validation splits).
+
+    Returns new datasets ``(train, *others)``; each carries ``standardisation = {"features": (mean, std),
+    "targets": (mean, std)}`` (the parts standardised) so predictions can be mapped back. Constant features keep a
+    standard deviation of 1.
+    """
+    if not features and not targets:
+        raise ValueError("standardise: nothing to do; pass features=True and/or targets=True")
+    base, idx = resolve(train)
+    if targets and base.task != "regression":
+        raise ValueError(f"standardise(targets=True) applies to regression targets; the data is {base.task}")
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for part, wanted in (("features", features), ("targets", targets)):
+        if wanted:
+            values = (base.x if part == "features" else base.y)[idx].to(torch.float64)
+            mean, std = values.mean(0), values.std(0, unbiased=False) if len(values) > 1 else torch.ones(())
+            stats[part] = (mean.float(), torch.where(std > 0, std, torch.ones_like(std)).float())
+    out = []
+    for data in (train, *others):
+        b, ix = resolve(data)
+        if "features" in stats and tuple(b.x.shape[1:]) != tuple(base.x.shape[1:]):
+            raise ValueError(f"standardise: examples of shape {tuple(b.x.shape[1:])} cannot take statistics "
+                             f"fitted on examples of shape {tuple(base.x.shape[1:])}")
+        x, y = b.x[ix], b.y[ix]
+        if "features" in stats:
+            x = (x - stats["features"][0]) / stats["features"][1]
+        if "targets" in stats:
+            y = (y - stats["targets"][0]) / stats["targets"][1]
+        d = ArrayDataset(x, y, task=b.task, class_names=b.class_names, name=b.name,
+                         groups=None if b.groups is None else b.groups[ix.numpy()])
+        d.standardisation = stats
+        out.append(d)
+    return tuple(out)
 
 
 def fingerprint(dataset: Dataset) -> str:

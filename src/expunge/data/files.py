@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,35 @@ Y_KEYS = ("y", "Y", "targets", "target", "labels", "label")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
-def _existing(path: str | os.PathLike, kind: str) -> Path:
+NPZ_MAGIC = b"PK"                # an .npz is a zip archive of .npy files
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _existing(path: str | os.PathLike, kind: str, *, directory: bool = False) -> Path:
     p = Path(path)
     if not p.exists():
         raise ValueError(f"{kind} not found: {p}")
+    if directory and not p.is_dir():
+        raise ValueError(f"{kind} {p} is a file; expected a directory")
+    if not directory and p.is_dir():
+        raise ValueError(f"{kind} {p} is a directory; expected a file")
     return p
+
+
+def _numbers_if_numeric(values: list[str]) -> np.ndarray:
+    """A column as integers when every entry is an integer, floats when every entry is a number, else strings."""
+    if values and _looks_integer(values):
+        try:
+            return np.array([int(v) for v in values], dtype=np.int64)
+        except OverflowError:
+            pass
+    try:
+        as_float = np.array([float(v) for v in values], dtype=np.float64)
+        if np.isfinite(as_float).all():
+            return as_float
+    except ValueError:
+        pass
+    return np.array(values)
 
 
 def load_npz(path: str | os.PathLike, *, x_key: str | None = None, y_key: str | None = None,
@@ -27,37 +52,106 @@ def load_npz(path: str | os.PathLike, *, x_key: str | None = None, y_key: str | 
     y/Y/targets/target/labels/label. Object arrays are refused (they would need unpickling)."""
     p = _existing(path, "npz file")
     try:
+        with open(p, "rb") as fh:
+            magic = fh.read(len(NPY_MAGIC))
+    except OSError as e:
+        raise ValueError(f"npz file {p} cannot be read ({e.strerror})") from None
+    if magic.startswith(NPY_MAGIC):
+        raise ValueError(f"{p} is a single .npy array; expected an .npz archive with features and targets "
+                         "(np.savez(path, x=..., y=...))")
+    if not magic.startswith(NPZ_MAGIC):
+        raise ValueError(f"{p} is not an .npz file (no zip signature); expected np.savez(path, x=..., y=...)")
+    _check_npz_sizes(p)
+    try:
         with np.load(p, allow_pickle=False) as npz:
             keys = list(npz.keys())
             xk = x_key or next((k for k in X_KEYS if k in keys), None)
             yk = y_key or next((k for k in Y_KEYS if k in keys), None)
-            if xk not in keys or yk not in keys:
-                raise ValueError(f"{p}: cannot find features/targets among keys {keys}; pass x_key= and y_key=")
-            groups = npz[groups_key] if groups_key else None
-            return ArrayDataset(npz[xk], npz[yk], groups=groups, task=task, name=p.name)  # type: ignore[arg-type]
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{p} is not a readable .npz file: {e}") from e
+            for role, key in (("features", xk), ("targets", yk), ("groups", groups_key)):
+                if role == "groups" and key is None:
+                    continue
+                if key not in keys:
+                    raise ValueError(f"{p}: no {role} array {key!r} among keys {keys}; pass x_key=, y_key= or "
+                                     "groups_key= naming one of them" if key else
+                                     f"{p}: cannot find {role} among keys {keys}; pass x_key= and y_key=")
+            arrays = {k: npz[k] for k in {xk, yk, groups_key} if k}
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{p} is not a readable .npz file ({e})") from None
     except ValueError as e:
         if "pickle" in str(e).lower():
-            raise ValueError(f"{p} holds object arrays, which would need unpickling; store numeric arrays") from e
-        raise
+            raise ValueError(f"{p} holds object arrays, which would need unpickling; store numeric arrays") from None
+        if str(e).startswith(str(p)):
+            raise
+        raise ValueError(f"{p} is not a readable .npz file ({e})") from None
+    for role, key in (("features", xk), ("targets", yk)):
+        if not (np.issubdtype(arrays[key].dtype, np.number) or arrays[key].dtype == np.bool_):
+            raise ValueError(f"{p}: {role} array {key!r} has dtype {arrays[key].dtype}; expected numbers")
+    try:
+        return ArrayDataset(arrays[xk], arrays[yk], groups=arrays.get(groups_key) if groups_key else None,
+                            task=task, name=p.name)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{p}: {e}") from None
+
+
+def _check_npz_sizes(p: Path) -> None:
+    """Refuse an archive whose arrays declare more data than they hold, before anything is allocated."""
+    try:
+        with zipfile.ZipFile(p) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                if info.compress_size and info.file_size > 1100 * info.compress_size + 4096:
+                    raise ValueError(f"{p}: entry {info.filename} claims {info.file_size:,} bytes from "
+                                     f"{info.compress_size:,} compressed; refusing a damaged or forged archive")
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    shape, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0(fh))
+                    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                    if declared > info.file_size:
+                        raise ValueError(f"{p}: array {info.filename[:-4]!r} declares shape {shape} "
+                                         f"({declared:,} bytes) but holds {info.file_size:,}; the file is damaged")
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise ValueError(f"{p} is not a readable .npz file ({e})") from None
+    except ValueError as e:
+        if str(e).startswith(str(p)):
+            raise
+        raise ValueError(f"{p} is not a readable .npz file ({e})") from None
 
 
 def load_csv(path: str | os.PathLike, *, target: str, groups: str | None = None, task: str | None = None,
              delimiter: str = ",") -> ArrayDataset:
     """A CSV with a header row: every column but ``target`` (and ``groups``) is a numeric feature.
 
-    Non-numeric targets become class indices in sorted order (names kept as ``class_names``)."""
+    Non-numeric targets become class indices in sorted order (names kept as ``class_names``). A ``groups`` column
+    comes back as integers when every entry is one, as floats when every entry is a number, else as text, so
+    ``split_forget(data, where=lambda user: user == 17)`` selects user 17. For standardised features fitted on a
+    training split, see :func:`expunge.data.standardise`."""
     p = _existing(path, "CSV file")
-    with open(p, newline="") as fh:
-        rows = list(csv.reader(fh, delimiter=delimiter))
+    try:
+        with open(p, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh, delimiter=delimiter))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"CSV file {p} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except csv.Error as e:
+        raise ValueError(f"CSV file {p} cannot be parsed ({e})") from None
+    except OSError as e:
+        raise ValueError(f"CSV file {p} cannot be read ({e.strerror})") from None
+    rows = [r for r in rows if r]                      # blank lines
     if len(rows) < 2:
         raise ValueError(f"{p}: needs a header row and at least one data row")
-    header, body = rows[0], rows[1:]
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    if len(set(header)) != len(header):
+        dup = next(h for h in header if header.count(h) > 1)
+        raise ValueError(f"{p}: column {dup!r} appears more than once in the header; column names must be unique")
     if target not in header:
         raise ValueError(f"{p}: no target column {target!r}; columns are {header}")
     if groups is not None and groups not in header:
         raise ValueError(f"{p}: no groups column {groups!r}; columns are {header}")
+    if groups is not None and groups == target:
+        raise ValueError(f"{p}: the groups column {groups!r} is also the target; name another column")
+    if len(header) - 1 - (groups is not None) < 1:
+        raise ValueError(f"{p}: no feature columns besides the target {target!r}; features are every other column")
     ti = header.index(target)
     gi = header.index(groups) if groups else None
     feat_cols = [i for i in range(len(header)) if i not in (ti, gi)]
@@ -82,8 +176,11 @@ def load_csv(path: str | os.PathLike, *, target: str, groups: str | None = None,
         class_names = sorted(set(raw_y))
         lookup = {c: i for i, c in enumerate(class_names)}
         y = np.array([lookup[v] for v in raw_y], dtype=np.int64)
-    g = np.array([row[gi] for row in body]) if gi is not None else None
-    return ArrayDataset(x, y, groups=g, task=task, class_names=class_names, name=p.name)  # type: ignore[arg-type]
+    g = _numbers_if_numeric([row[gi].strip() for row in body]) if gi is not None else None
+    try:
+        return ArrayDataset(x, y, groups=g, task=task, class_names=class_names, name=p.name)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise ValueError(f"{p}: {e}") from None
 
 
 def _looks_integer(values: list[str]) -> bool:
@@ -97,7 +194,7 @@ def load_image_folder(root: str | os.PathLike, *, size: tuple[int, int] | None =
     the first image's size."""
     from PIL import Image, UnidentifiedImageError
 
-    base = _existing(root, "image folder")
+    base = _existing(root, "image folder", directory=True)
     classes = sorted(d.name for d in base.iterdir() if d.is_dir())
     if not classes:
         raise ValueError(f"{base}: no class sub-folders; expected {base}/<class>/<image>")

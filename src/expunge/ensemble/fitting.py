@@ -171,8 +171,10 @@ def train(template: nn.Module, data: MemberData, *, seeds: Sequence[int], masks:
           init: Callable[[], nn.Module] | None = None, hold_memory: bool = True, **recipe: Any) -> Ensemble:
     """Train ``len(seeds)`` models of ``template``'s architecture together; ``template`` is left untouched.
 
-    Member k is re-initialised under ``seeds[k]`` as ``retrain`` does (every module's ``reset_parameters``; or
-    ``init()`` called under the seed, for architectures those do not cover), then trained with ``seeds[k]`` on its
+    Member k is re-initialised under ``seeds[k]`` itself, as ``expunge.model(..., seed=seeds[k])`` initialises a
+    model (every module's ``reset_parameters``; or ``init()`` called under the seed, for architectures those do not
+    cover): these are originals, and an oracle built for one by ``retrain`` draws its initialisation from its own
+    stream (:mod:`expunge.seeds`). Member k is then trained with ``seeds[k]`` on its
     data: all of ``data``, the examples ``masks[k]`` marks (e.g. :func:`half_masks` for shadow models), or
     ``data[k]`` when ``data`` is a sequence of datasets. ``recipe`` keywords are those of ``expunge.train``, which
     member k matches: ``expunge.train(fresh, its data, seed=seeds[k], **recipe)`` with ``fresh`` the same
@@ -182,9 +184,10 @@ def train(template: nn.Module, data: MemberData, *, seeds: Sequence[int], masks:
     """
     if not isinstance(template, nn.Module):
         raise TypeError(f"template must be a torch nn.Module; got {type(template).__name__}")
-    r = Recipe.from_dict(recipe)
+    Recipe.from_dict(recipe)
     seeds = check_seeds(seeds)
     base, rows = member_rows(data, len(seeds), masks)
+    r = Recipe.for_task(base.task, recipe)   # the task's defaults, as expunge.train
     if base.task == "classification":
         k = output_size(template, base.x[rows[0, :1]])
         top = int(base.y[rows].max())
@@ -195,7 +198,8 @@ def train(template: nn.Module, data: MemberData, *, seeds: Sequence[int], masks:
     ens = _fit_rows(starts, base, rows, seeds, r, "ensemble train", hold_memory)
     seconds = (time.perf_counter() - start) / len(seeds)
     ens.records = [stamp(m, template, recipe=r.to_dict(), task=base.task, data_fingerprint=None, seed=s,
-                         seconds=seconds, method=None, method_args={}, history=["train"])
+                         init_seed=s, auxiliary_seeds={}, seconds=seconds, method=None, method_args={},
+                         history=["train"])
                    for m, s in zip(starts, seeds)]
     ens.set_training_data(base, rows, fingerprint_members=True)
     return ens

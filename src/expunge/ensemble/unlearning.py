@@ -3,11 +3,13 @@
 Vectorised (all members trained together by :func:`~expunge.ensemble.fitting.fit_members`) for the methods that
 are plain supervised training on the retain set:
 
-- ``retrain`` (the oracle): member k is the original re-initialised under ``seeds[k]`` and trained on its retain
-  set with the original's recipe; with one original and K seeds these are K oracles;
+- ``retrain`` (the oracle): member k is the original re-initialised under the oracle stream of ``seeds[k]``
+  (``expunge.seeds.derive(seeds[k], ORACLE_INIT)``, as ``retrain`` does) and trained on its retain set with the
+  original's recipe; with one original and K seeds these are K oracles;
 - ``finetune``: member k continues training its original on its retain set with the method's recipe.
 
-Both need retain sets of equal size over one base dataset, and no ``prune`` (pruning masks differ per member).
+Both need retain sets of equal size over one base dataset, dense originals and no ``prune_dense_then_recover``
+(masks differ per member, and the stacked fit does not pin them).
 Every other method (and these two otherwise, or retrain when the originals' recipes differ) runs member by member
 through ``Method.unlearn``, exactly as ``expunge.unlearn`` does, and the results are stacked. Either way member k
 matches ``expunge.unlearn(originals[k], forget=forget[k], retain=retain[k], method=method, seed=seeds[k],
@@ -27,6 +29,7 @@ from ..data.datasets import resolve
 from ..methods import base as registry
 from ..methods._common import fresh_initialisation
 from ..methods.base import Method, check_request, clone, public_args
+from ..methods.retrain import oracle_init_seed
 from ..provenance import provenance, stamp
 from .fitting import _fit_rows, check_seeds, member_rows
 from .stacked import Ensemble
@@ -69,15 +72,20 @@ def unlearn(originals: nn.Module | Sequence[nn.Module], *, forget: Dataset | Seq
     base, rows = member_rows(retains, k)
     ens = _fit_rows(starts, base, rows, seeds, recipe, f"ensemble {m.name}", hold_memory)
     seconds = (time.perf_counter() - start) / k
+
+    def fresh(s: int) -> dict[str, Any]:   # an oracle's record names its own initialisation, as retrain's does
+        return {"init_seed": oracle_init_seed(s), "auxiliary_seeds": {}} if m.name == "retrain" else {}
+
     ens.records = [stamp(w, o, method=m.name, method_args=public_args(m.args), seed=s, seconds=seconds,
-                         history=provenance(o).history + [f"unlearn:{m.name}"])
+                         history=provenance(o).history + [f"unlearn:{m.name}"], **fresh(s))
                    for w, o, s in zip(starts, models, seeds)]
     return ens
 
 
 def _vectorised_starts(m: Method, models: list[nn.Module], seeds: list[int], retains: list) -> tuple:
     """The members' starting models and the shared recipe when ``m`` can run vectorised, else ``(None, None)``."""
-    if m.name not in VECTORISED or getattr(m.args, "prune", None) or any(r is None for r in retains):
+    if m.name not in VECTORISED or getattr(m.args, "prune_dense_then_recover", None) \
+            or any(r is None for r in retains) or any(provenance(o).sparse for o in models):
         return None, None
     if len({id(resolve(r)[0]) for r in retains}) > 1 or len({len(r) for r in retains}) > 1:
         return None, None       # retain sets over different data, or of different sizes: not in lock-step
@@ -86,7 +94,7 @@ def _vectorised_starts(m: Method, models: list[nn.Module], seeds: list[int], ret
     recipes = [m.recipe_for(o) for o in models]
     if any(r != recipes[0] for r in recipes[1:]):
         return None, None
-    return [fresh_initialisation(o, s, m.args.init) for o, s in zip(models, seeds)], recipes[0]
+    return [fresh_initialisation(o, oracle_init_seed(s), m.args.init) for o, s in zip(models, seeds)], recipes[0]
 
 
 def _per_member(value: Any, k: int, what: str) -> list:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from torch.utils.data import Dataset, Subset
 from ..data.datasets import fingerprint, resolve
 from ..methods._common import fresh_initialisation
 from ..provenance import stamp
+from ..seeds import derive
 from ..training import Recipe, batches, fit
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,8 @@ Partition = list[list[list[int]]]   # shard -> slice -> positions in the trainin
 
 
 def derive_seed(seed: int, *parts: Any) -> int:
-    """A 31-bit seed derived from ``seed`` and a label (e.g. shard and slice numbers)."""
-    digest = hashlib.sha256(repr((int(seed),) + parts).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    """A 31-bit seed derived from ``seed`` and a label (e.g. shard and slice numbers): :func:`expunge.seeds.derive`."""
+    return derive(seed, *parts)
 
 
 class _TrainingData:

@@ -1,5 +1,5 @@
-"""Pieces shared by several methods: losses on named batch parts, relabelling, fresh initialisation, the output
-layer, frozen networks and the forget- or retain-loss gradient at the current weights."""
+"""Pieces shared by several methods: losses on named batch parts, relabelling (once or every epoch), fresh
+initialisation, the output layer, frozen networks and the forget- or retain-loss gradient at the current weights."""
 from __future__ import annotations
 
 from typing import Callable
@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from ..data.datasets import ArrayDataset, features, resolve, targets
 from ..per_sample import eval_mode
-from ..training import supervised, task_loss
+from ..training import Plan, batches, supervised, task_loss
 
 
 def supervised_on(part: str, task: str, kind: str = "auto", sign: float = 1.0):
@@ -36,6 +36,29 @@ def relabelled_union(forget: Dataset, retain: Dataset, new_forget_y: torch.Tenso
     return ArrayDataset(x, y, task=base.task)
 
 
+def random_label_plan(forget: Dataset, retain: Dataset, batch_size: int, num_classes: int, seed: int) -> Plan:
+    """A plan for random-label unlearning: the shuffled union of the forget set and the retain set in batches,
+    the forget set's labels redrawn (random other classes) at the start of every epoch, as the OPTML-Group
+    reference's ``RL`` does. Epoch ``e``'s labels come from a generator seeded with
+    ``expunge.seeds.derive(seed, RANDOM_LABELS, e)``, so they do not depend on the batch order. Batches read labels
+    when the loss reads them, so an epoch's batches must be used before the next epoch is laid out (as ``fit``
+    does)."""
+    from ..seeds import RANDOM_LABELS, derive
+
+    true_y = targets(forget)
+    if num_classes < 2:
+        raise ValueError("random relabelling needs at least two classes")
+    union = relabelled_union(forget, retain, true_y)    # the forget rows' labels are rewritten every epoch
+    n_forget = len(true_y)
+    shuffled = batches(union, batch_size)
+
+    def plan(epoch: int, g: torch.Generator) -> list:
+        labels = torch.Generator().manual_seed(derive(seed, RANDOM_LABELS, epoch))
+        union.y[:n_forget] = random_other_labels(true_y, num_classes, labels).to(union.y.dtype)
+        return shuffled(epoch, g)
+    return plan
+
+
 def num_outputs(model: nn.Module, dataset: Dataset) -> int:
     from .base import output_size
 
@@ -53,6 +76,10 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def fresh_initialisation(model: nn.Module, seed: int, init: Callable[[], nn.Module] | None = None) -> nn.Module:
     """A copy of ``model`` with every parameter and buffer re-initialised under ``seed``.
+
+    Pass a seed of the network's own stream (``expunge.seeds.derive(user_seed, purpose)``), never the user's seed
+    itself: under the same seed the built-in architectures re-initialise to exactly the weights
+    ``expunge.model(..., seed=user_seed)`` started the original from.
 
     Uses each module's ``reset_parameters``; a parameter no module resets would keep its trained value (and the
     oracle would remember the forget set), so that is refused: pass ``init=`` (a function building a fresh model)

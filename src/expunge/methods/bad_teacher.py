@@ -5,7 +5,9 @@ Teacher", AAAI 2023. Reference: https://github.com/vikram2000b/bad-teaching-unle
 ``blindspot_unlearner`` and ``UnlearnerLoss``; the CIFAR-Super20 notebook for the settings).
 
 Two teachers, both frozen and in eval mode: the *competent* teacher is the original θ0; the *incompetent* teacher
-has the original's architecture with fresh random weights (seeded). The student starts as a copy of θ0 and trains
+has the original's architecture with fresh random weights, drawn under ``expunge.seeds.derive(seed,
+INCOMPETENT_TEACHER_INIT)`` (never under ``seed`` itself, which would rebuild the original's own initial weights;
+recorded in the result's ``auxiliary_seeds``). The student starts as a copy of θ0 and trains
 on the shuffled union of the forget set and a random ``retain_fraction`` of the retain set. For each example the
 target distribution is the incompetent teacher's softmax(logits/T) on forget examples and the competent teacher's
 on retain examples; the loss is the distillation divergence KL(teacher mix ‖ student) = Σ p_teacher·log(p_teacher /
@@ -13,10 +15,12 @@ p_student), averaged over the batch (the paper writes it as the KL between the t
 the paper and the code put the teacher's distribution first).
 
 Needs: forget and retain data, no labels; classification only.
-Defaults: the reference notebook's, which the SSD paper's port also uses: Adam lr 1e-4, no weight decay, 1 epoch,
-batch 256, T = 1, 30% of the retain set. (The reference function's own defaults, 10 epochs at lr 0.01, are not
-what its experiments ran.) ``init``: a function building a freshly initialised model, for architectures whose
-parameters are not all reset by ``reset_parameters`` (see ``_common.fresh_initialisation``).
+Defaults: the reference notebook's (``CIFARSuper20_Rocket_Unlearn.ipynb``, its ``blindspot_unlearner`` call), which
+the SSD paper's port also uses: ``torch.optim.Adam`` at lr 1e-4 (no weight decay), ``epochs = 1``,
+``batch_size = 256``, ``KL_temperature = 1``, and 30% of the retain set
+(``random.sample(retain_train, int(0.3*len(retain_train)))``). (The reference function's own defaults, 10 epochs at
+lr 0.01, are not what its experiments ran.) ``init``: a function building a freshly initialised model, for
+architectures whose parameters are not all reset by ``reset_parameters`` (see ``_common.fresh_initialisation``).
 Grid: lr in {1e-4, 5e-4, 1e-3, 1e-2}, epochs in {1, 3, 5, 10}, retain_fraction in {0.1, 0.3, 1.0}.
 
 Deviation from the reference: its ``F.kl_div`` uses the default ``'mean'`` reduction, which also divides by the
@@ -34,6 +38,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.datasets import ArrayDataset, features
+from ..provenance import stamp
+from ..seeds import INCOMPETENT_TEACHER_INIT, derive
 from ..training import Batch, StepContext, batches, fit
 from ._common import fresh_initialisation, frozen
 from .base import Method, Needs, TrainArgs, clone, register
@@ -87,10 +93,15 @@ class BadTeacher(Method):
         self.require(("retain_fraction", 0 < a.retain_fraction <= 1, "a fraction in (0, 1]"),
                      ("temperature", a.temperature > 0, "a number > 0"))
 
+    def unlearn(self, model: nn.Module, *, seed: int = 0, **kwargs) -> nn.Module:
+        out = super().unlearn(model, seed=seed, **kwargs)
+        stamp(out, auxiliary_seeds={"incompetent_teacher": derive(seed, INCOMPETENT_TEACHER_INIT)})
+        return out
+
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         a = self.args
         competent = frozen(clone(model))
-        incompetent = frozen(fresh_initialisation(model, seed, a.init))
+        incompetent = frozen(fresh_initialisation(model, derive(seed, INCOMPETENT_TEACHER_INIT), a.init))
         data, n_forget = forget_first_union(forget, retain, a.retain_fraction,
                                             torch.Generator().manual_seed(int(seed) + 1))
 

@@ -6,10 +6,12 @@ caller's. Subclasses declare, at the top of their file:
 - ``name`` (registry key), ``summary``, ``paper`` and ``reference`` (repository);
 - ``needs``: whether they read the retain set and labels (``Needs``), and which ``tasks`` they support;
 - ``Args``: a dataclass of hyperparameters with their defaults (training-based methods extend :class:`TrainArgs`,
-  which carries the training-loop settings and ``prune``);
+  which carries the training-loop settings and ``prune_dense_then_recover``);
 - ``grid``: the tuning grid, a dict of argument -> candidate values;
 
-and implement ``run(model, forget, retain, seed)``, which may modify the copy it is given.
+and implement ``run(model, forget, retain, seed)``, which may modify the copy it is given. Methods that train pass
+``step_hooks=self.step_hooks()`` to ``fit``, which keeps the zeros of a sparse original (:mod:`expunge.sparsity`)
+at zero; ``unlearn`` multiplies them back into every result and refuses a result that is not finite.
 
 Registration is by the :func:`register` decorator; every module in ``expunge.methods`` is imported on first use,
 so a new method file registers itself.
@@ -31,9 +33,12 @@ from torch.utils.data import Dataset
 
 from ..data.datasets import resolve
 from ..provenance import provenance, stamp
-from ..training import Recipe, pin_weights
+from ..sparsity import apply_masks, carried_masks
+from ..training import DivergenceError, Recipe, pin_weights
 
 _REGISTRY: dict[str, type["Method"]] = {}
+PRUNE_DENSE = "prune_dense_then_recover"
+PROBE_SIZE = 4   # forget and retain examples whose outputs every result must give finite values for
 
 
 @dataclass(frozen=True)
@@ -48,9 +53,11 @@ class Needs:
 
 @dataclass
 class TrainArgs:
-    """Training-loop settings every training-based method accepts, plus ``prune``: one-shot magnitude pruning of
-    the original to this sparsity (fraction of weights set to zero) before unlearning, the zeros kept fixed
-    throughout (Jia et al., "Model Sparsity Can Simplify Machine Unlearning", NeurIPS 2023)."""
+    """Training-loop settings every training-based method accepts, plus ``prune_dense_then_recover``: prune the
+    dense original to this sparsity (one-shot global magnitude pruning of every linear and convolution weight,
+    the head included) inside ``unlearn`` and let the method recover with the zeros kept fixed. That measures the
+    method's recovery from pruning damage; the paper's "prune first, then unlearn" protocol (Jia et al., NeurIPS
+    2023) is :func:`expunge.sparsify`, which builds a sparse original once and retrains it before unlearning."""
 
     epochs: int = 10
     lr: float = 0.01
@@ -61,7 +68,7 @@ class TrainArgs:
     schedule: str = "constant"
     warmup: float = 0.0
     clip_grad_norm: float | None = None
-    prune: float | None = None
+    prune_dense_then_recover: float | None = None
 
     def recipe(self, **overrides: Any) -> Recipe:
         names = {f.name for f in dataclasses.fields(Recipe)}
@@ -94,8 +101,8 @@ class Method:
 
     def validate(self) -> None:
         """Check argument values beyond their types; raise ValueError naming the argument."""
-        prune = getattr(self.args, "prune", None)
-        self.require(("prune", prune is None or 0 <= prune < 1, "a sparsity in [0, 1)"))
+        prune = getattr(self.args, PRUNE_DENSE, None)
+        self.require((PRUNE_DENSE, prune is None or 0 <= prune < 1, "a sparsity in [0, 1)"))
 
     def require(self, *checks: tuple[str, bool, str]) -> None:
         """Raise ValueError for the first failed check, each ``(argument, ok, what is allowed)``, naming the method,
@@ -112,18 +119,25 @@ class Method:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
         check_request(model, forget, retain, self)
+        dense_sparsity = getattr(self.args, PRUNE_DENSE, None)
+        if dense_sparsity and provenance(model).sparse:
+            raise ValueError(f"method {self.name!r}: {PRUNE_DENSE}= prunes a dense original, and this one is "
+                             "already sparse (it carries a mask from sparsify); leave it out")
         work = clone(model)
         start = time.perf_counter()
-        masks = prune_in_place(work, getattr(self.args, "prune", None))
-        self._prune_masks = masks
-        out = self.run(work, forget, retain, seed)
-        if masks:
-            with torch.no_grad():
-                for pname, p in out.named_parameters():
-                    if pname in masks:
-                        p.mul_(masks[pname])
+        masks = carried_masks(work) or prune_in_place(work, dense_sparsity)
+        self._weight_masks, self._mask_hooks = masks, []
+        try:
+            self.masked(work)
+            out = self.run(work, forget, retain, seed)
+        finally:
+            for handle in self._mask_hooks:
+                handle.remove()
+            self._mask_hooks = []
+        apply_masks(out, masks)
         seconds = time.perf_counter() - start
         out.eval()
+        check_result(out, forget, retain, self.name)
         stamp(out, model, method=self.name, method_args=public_args(self.args), seed=seed, seconds=seconds,
               history=provenance(model).history + [f"unlearn:{self.name}"])
         return out
@@ -132,9 +146,29 @@ class Method:
         raise NotImplementedError
 
     # -- helpers for subclasses -------------------------------------------------------------------------------
+    def weight_masks(self) -> dict[str, torch.Tensor]:
+        """The keep-masks (1 kept, 0 held at zero) of the current ``unlearn``: the sparse original's carried mask,
+        or the one ``prune_dense_then_recover`` made; empty for a dense original. A method that moves weights
+        (e.g. transposes kernels) updates the entries in place, and ``unlearn`` multiplies them into the result."""
+        return getattr(self, "_weight_masks", None) or {}
+
+    def masked(self, model: nn.Module) -> nn.Module:
+        """``model`` with the current masks applied in place (e.g. to a fresh initialisation) and its masked weights'
+        gradients zeroed while the method runs (tensor hooks, removed when ``unlearn`` returns), as the reference's
+        masked weights (``torch.nn.utils.prune``) have none: gradient norms, saliency and optimiser statistics see
+        only the unmasked weights. Gradients taken through ``torch.func`` (per-sample gradients) bypass the hooks."""
+        masks = self.weight_masks()
+        if masks:
+            apply_masks(model, masks)
+            hooks = getattr(self, "_mask_hooks", None)
+            for name, p in model.named_parameters():
+                if name in masks and p.requires_grad and hooks is not None:
+                    hooks.append(p.register_hook(lambda g, key=name: g * masks[key]))
+        return model
+
     def step_hooks(self) -> list:
-        """Hooks that keep pruned weights at zero; pass them to ``fit``."""
-        masks = getattr(self, "_prune_masks", None)
+        """Hooks that keep masked weights at zero after every step; pass them to ``fit``."""
+        masks = self.weight_masks()
         if not masks:
             return []
         zeros = {k: torch.zeros_like(m) for k, m in masks.items()}
@@ -309,6 +343,33 @@ def check_request(model: nn.Module, forget: Dataset, retain: Dataset | None, met
             top = int(base.y[idx].max())
             if top >= k:
                 raise ValueError(f"{name} set has label {top} but the model has only {k} outputs (labels 0..{k - 1})")
+
+
+def check_result(model: nn.Module, forget: Dataset, retain: Dataset | None, method: str) -> None:
+    """Raise DivergenceError unless every parameter and floating-point buffer of ``model`` is finite and so are its
+    outputs on the first few forget and retain examples (a model can have finite weights and still overflow)."""
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in named:
+            if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise DivergenceError(f"method {method!r} returned a model whose {kind} {name} has {bad} non-finite "
+                                      "value(s); lower its learning rate or the size of its change (e.g. alpha)")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    for what, data in (("forget", forget), ("retain", retain)):
+        if data is None or len(data) == 0:  # type: ignore[arg-type]
+            continue
+        base, idx = resolve(data)
+        x = base.x[idx[:PROBE_SIZE]].to(device)
+        x = x[torch.isfinite(x.reshape(len(x), -1)).all(1)]   # judge the model, not non-finite inputs
+        if len(x) == 0:
+            continue
+        with torch.no_grad():
+            out = model(x)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        if not all(bool(torch.isfinite(o).all()) for o in outs if torch.is_tensor(o)):
+            raise DivergenceError(f"method {method!r} returned a model whose outputs on the first {len(x)} {what} "
+                                  "example(s) are non-finite (its weights are finite but too large); lower its "
+                                  "learning rate or the size of its change (e.g. alpha)")
 
 
 def prunable(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -4,7 +4,10 @@ Paper: Tarun et al., "Deep Regression Unlearning", ICML 2023.
 Reference: https://github.com/ayushkumartarun/deep-regression-unlearning (``unlearn.py``, the AgeDB notebook).
 
 1. A *blindspot* (proxy) model, freshly initialised with the original's architecture, is trained on the retain
-   set for ``proxy_epochs`` (2) with Adam at ``proxy_lr`` (0.01), L1 loss: it has seen R but never F.
+   set for ``proxy_epochs`` (2) with Adam at ``proxy_lr`` (0.01), L1 loss: it has seen R but never F. Its
+   initialisation is drawn under ``expunge.seeds.derive(seed, BLINDSPOT_PROXY_INIT)``, never under ``seed``
+   itself (which would rebuild the original's own initial weights), and recorded in the result's
+   ``auxiliary_seeds``.
 2. A copy of the original is fine-tuned for ``epochs`` (1) on all of D = F ∪ R (shuffled together) with Adam at
    ``lr`` (1e-3), L1 loss. For a batch with forget fraction ``c``:
    ``loss = c·[L1(out_F, proxy_F) + beta·Σ_layers AT(act_F, proxy_act_F)] + (1 − c)·L1(out_R, y_R)``,
@@ -16,11 +19,14 @@ the modules named in ``at_layers``. An MLP's hidden activations (batch × units)
 counts as one position: att(x) = normalise(x²).
 
 Needs: forget and retain data; the retain set's labels (the forget set's labels are never read); regression only.
-Defaults are the reference notebook's (1 epoch, Adam, lr 1e-3, no weight decay, L1; proxy 2 epochs at 0.01)
-except the batch size: 64 (the project's default) instead of 256, which suits AgeDB's ~12k images but leaves too
-few steps on a few thousand rows (Friedman-1, 4800 rows: W1 to the oracle 0.46 at 256 vs 0.12 at 64). The proxy
-is built with ``init`` (a function returning a fresh model) when given, else by re-initialising every module of
-the original. A model with no activation modules and no ``at_layers`` gets no attention term.
+Defaults are the reference's (``AgeDB_AllCNN_0to30_forgetting.ipynb``): unlearning ``epochs = 1`` and ``lr = 0.001``
+in its ``fit_one_forget_cycle`` call, Adam without weight decay (``unlearn.py``), L1 loss and ``AT_beta = 50``
+(``unlearn.forget_loss``); the proxy ``epochs = 2`` in its ``fit_one_cycle`` call, at that function's default
+``lr=0.01`` (``utils.py``, Adam) — except the batch size: 64 (the project's default) instead of 256, which suits
+AgeDB's ~12k images but leaves too few steps on a few thousand rows (Friedman-1, 4800 rows: W1 to the oracle 0.46 at
+256 vs 0.12 at 64). The proxy is built with ``init`` (a function returning a fresh model) when given, else by
+re-initialising every module of the original. A model with no activation modules and no ``at_layers`` gets no
+attention term.
 Grid: lr in {1e-4, 5e-4, 1e-3, 5e-3}, epochs in {1, 2, 3}, beta in {0, 10, 50}, proxy_epochs in {1, 2, 5}.
 
 Deviations from the reference: the reference's AllCNN returns its intermediate activations from ``forward``; here
@@ -37,6 +43,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.datasets import ArrayDataset, features, resolve, targets
+from ..provenance import stamp
+from ..seeds import BLINDSPOT_PROXY_INIT, derive
 from ..training import Batch, Recipe, StepContext, batches, fit, regression_output
 from ._common import fresh_initialisation
 from .base import Method, Needs, TrainArgs, register
@@ -134,11 +142,16 @@ class Blindspot(Method):
     def proxy(self, model: nn.Module, retain: Dataset, seed: int) -> nn.Module:
         """The blindspot model: fresh weights, a few epochs on the retain set."""
         a = self.args
-        fresh = fresh_initialisation(model, seed, a.init)
+        fresh = fresh_initialisation(model, derive(seed, BLINDSPOT_PROXY_INIT), a.init)
         recipe = Recipe(epochs=a.proxy_epochs, lr=a.proxy_lr, batch_size=a.batch_size, optimizer="adam",
                         weight_decay=0.0, schedule="constant", loss="l1")
         return fit(fresh, batches(retain, a.batch_size), recipe=recipe, task="regression", seed=seed,
                    name="blindspot proxy")
+
+    def unlearn(self, model: nn.Module, *, seed: int = 0, **kwargs) -> nn.Module:
+        out = super().unlearn(model, seed=seed, **kwargs)
+        stamp(out, auxiliary_seeds={"blindspot_proxy": derive(seed, BLINDSPOT_PROXY_INIT)})
+        return out
 
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         a = self.args

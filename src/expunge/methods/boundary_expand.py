@@ -12,8 +12,9 @@ CVPR 2023. Reference: the authors' code, released only as a zip archive linked f
 3. Remove the shadow neuron: the final layer gets back its original rows, so the returned model has exactly the
    original outputs, architecture and ``state_dict`` keys (the layer module itself is the original object).
 
-The final layer is the model's ``head`` attribute when it has one (every built-in model does), else the last
-``nn.Linear`` in the model; the layer must produce the model's outputs (checked with a forward pass).
+The final layer is the model's last layer, the ``nn.Linear`` whose output is the model's output, found by a forward
+pass on one forget example (the ``head`` of every built-in model; any name in other models); a model whose output
+is not an ``nn.Linear``'s is refused.
 
 Trap in the port: SalUn's ``boundary_ex.py`` widens the layer and never removes the shadow neuron, so the model it
 returns has one output too many and can still predict the shadow class; the paper's step 3 (and the authors'
@@ -21,8 +22,9 @@ code, which builds a pruned classifier) removes it. Here it is always removed.
 
 Needs: forget data, features only (every forget label is replaced by the shadow class, so no label is read); the
 retain set is never read; classification.
-Defaults: the authors' code: SGD lr 1e-5, momentum 0.9, no weight decay, 10 epochs over the forget set; batch
-size 64 (the project's default). As for ``boundary_shrink``, that lr is for a CIFAR-10 All-CNN and barely moves a
+Defaults: the authors' code: SGD lr 1e-5, momentum 0.9, no weight decay, 10 epochs over the forget set
+(``boundary_expanding``), batch size 64 (its ``main.py --batch_size``, which sizes the forget loader; the OPTML
+port uses its own 256). As for ``boundary_shrink``, that lr is for a CIFAR-10 All-CNN and barely moves a
 small model; tune it. Grid: lr in {1e-5, 1e-4, 1e-3, 5e-3, 1e-2, 0.05}, epochs in {5, 10}.
 """
 from __future__ import annotations
@@ -34,9 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data.datasets import features
 from ..training import Batch, StepContext, batches, fit, pin_weights
-from ._common import final_linear
+from ._embedding import final_linear_of, probe_of
 from .base import Method, Needs, TrainArgs, output_size, register
 
 
@@ -89,8 +90,8 @@ class BoundaryExpand(Method):
 
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         a = self.args
-        name, layer = final_linear(model)
-        probe = features(forget)[:1]
+        probe = probe_of(forget)
+        name, layer = final_linear_of(model, probe, method=self.name)
         k = output_size(model, probe)
         wide = widened(layer, seed)
         net = wide if name == "" else model
@@ -98,7 +99,7 @@ class BoundaryExpand(Method):
             _set_submodule(model, name, wide)
         if layer.out_features != k or output_size(net, probe) != k + 1:
             raise ValueError(f"the final linear layer found ({name or 'the model'}: {layer.out_features} outputs) "
-                             f"does not produce the model's {k} outputs; put the output layer in `model.head`")
+                             f"does not produce the model's {k} outputs")
 
         def loss_fn(m: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
             out = m(batch["forget"].x)
@@ -112,8 +113,8 @@ class BoundaryExpand(Method):
         return model
 
     def _wide_pins(self, name: str) -> list:
-        """Hooks keeping pruned weights at zero while the final layer is widened (the shadow row is never pruned)."""
-        masks = dict(getattr(self, "_prune_masks", None) or {})
+        """Hooks keeping masked weights at zero while the final layer is widened (the shadow row is never masked)."""
+        masks = dict(self.weight_masks())
         if not masks:
             return []
         prefix = f"{name}." if name else ""

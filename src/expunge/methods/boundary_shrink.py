@@ -20,7 +20,8 @@ copy of θ0, which gives the same labels because the attack is deterministic.
 
 Needs: forget data with labels (the attack needs the true class); the retain set is never read; classification.
 Defaults: the authors' code: ``fgsm``, bound 0.1, SGD lr 1e-5, momentum 0.9, no weight decay, 10 epochs over the
-forget set; batch size 64 (the project's default). The paper's lr is for a CIFAR-10 All-CNN and moves a small
+forget set (``boundary_shrink``), batch size 64 (its ``main.py --batch_size``, which sizes the forget loader; the
+OPTML port uses its own 256). The paper's lr is for a CIFAR-10 All-CNN and moves a small
 model barely at all; tune it. Grid: lr in {1e-5, 1e-4, 1e-3, 5e-3, 1e-2, 0.05}, epochs in {5, 10},
 bound in {0.03, 0.1, 0.3}, attack in {fgsm, pgd}.
 

@@ -15,7 +15,9 @@ ValueError, and so is a non-square kernel (its transpose would change the layer'
 as they are. The class declares ``requires_conv = True``.
 
 Needs: retain data with labels (the forget set is never read); classification.
-Defaults: the reference: 3 epochs, SGD lr 1e-3, momentum 0.9, weight decay 5e-4, batch 64, cosine schedule.
+Defaults: the reference's constants in ``kgltop5.py`` (``KGLTop5.ORIGINAL_NUM_EPOCHS`` 3, ``ORIGINAL_LR`` 1e-3,
+``ORIGINAL_MOMENTUM`` 0.9, ``ORIGINAL_WEIGHT_DECAY`` 5e-4, ``ORIGINAL_BATCH_SIZE`` 64), SGD with a cosine schedule
+(its ``CosineAnnealingLR(optimizer, T_max=epochs)``).
 Grid (DeepUnlearn tunes lr log-uniformly in [1e-5, 1e-1], epochs, batch size and weight decay):
 lr in {1e-4, 1e-3, 1e-2, 0.05}, epochs in {1, 3, 5, 10}.
 
@@ -79,10 +81,10 @@ class CT(Method):
 
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         a = self.args
-        masks = getattr(self, "_prune_masks", None) or {}
+        masks = self.weight_masks()
         for n in transpose_kernels(model):
             key = f"{n}.weight" if n else "weight"
-            if key in masks:   # a pruned kernel keeps its zeros where its weights went (same dict unlearn applies)
+            if key in masks:   # a masked kernel keeps its zeros where its weights went (same dict unlearn applies)
                 masks[key] = masks[key].transpose(2, 3).contiguous()
         return fit(model, batches(retain, a.batch_size), recipe=a.recipe(), task="classification", seed=seed,
                    name=self.name, step_hooks=self.step_hooks())

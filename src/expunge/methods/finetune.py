@@ -4,7 +4,10 @@ Paper: Warnecke et al., "Machine Unlearning of Features and Labels", NDSS 2023, 
 "Model Sparsity Can Simplify Machine Unlearning", NeurIPS 2023.
 Reference: https://github.com/OPTML-Group/Unlearn-Sparse (``unlearn/FT.py``).
 Needs: retain data with labels; works for classification and regression.
-Defaults: 10 epochs, SGD lr 0.01, momentum 0.9, weight decay 5e-4 (OPTML's FT defaults).
+Defaults, from the reference: 10 epochs and lr 0.01 (its README's FT command, ``--unlearn_epochs 10
+--unlearn_lr 0.01``); SGD (``unlearn/impl.py``) with momentum 0.9 (``--momentum``) and weight decay 5e-4
+(``--weight_decay``), batch size 256 (``--batch_size``), all ``arg_parser.py`` defaults; constant learning rate
+(``impl.py``'s MultiStepLR milestones ``--decreasing_lr 91,136`` are never reached in 10 epochs).
 Grid: lr in {0.001, 0.005, 0.01, 0.05, 0.1}, epochs in {5, 10}.
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .base import Method, Needs, TrainArgs, register
 class FinetuneArgs(TrainArgs):
     epochs: int = 10
     lr: float = 0.01
+    batch_size: int = 256
 
 
 @register

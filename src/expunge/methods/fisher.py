@@ -84,7 +84,7 @@ class FisherArgs:
     head_max_variance: float = 1e2
     forget_classes: list[int] | None = None
     chunk_size: int | None = None
-    prune: float | None = None
+    prune_dense_then_recover: float | None = None
 
 
 def _accumulate(total: dict[str, torch.Tensor], model: nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -9,9 +9,10 @@ the targets of the whole training set D = F ∪ R (per output column for multi-o
 
 Needs: forget and retain data with labels (the forget labels enter only through mean(y) and std(y), as in the
 reference); regression only.
-Defaults (the reference notebook): 1 epoch, Adam lr 1e-3, L1 loss, no weight decay; batch 64 (the project's
-default) instead of the reference's 256, which leaves too few steps on a few thousand rows (Friedman-1, 4800 rows:
-W1 to the oracle 0.85 at 256 vs 0.13 at 64).
+Defaults (the reference's ``AgeDB_AllCNN_0to30_forgetting.ipynb``, its amnesiac ``fit_one_cycle`` call):
+``epochs = 1``, ``lr = 0.001``, Adam without weight decay (``utils.fit_one_cycle``), L1 loss; batch 64 (the
+project's default) instead of the reference's ``batch_size=256``, which leaves too few steps on a few thousand rows
+(Friedman-1, 4800 rows: W1 to the oracle 0.85 at 256 vs 0.13 at 64).
 Grid: lr in {1e-4, 5e-4, 1e-3, 5e-3}, epochs in {1, 2, 3}.
 
 Deviations from the reference: the draws are seeded (the reference uses numpy's global RNG); the standard

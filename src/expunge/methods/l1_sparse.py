@@ -8,14 +8,18 @@ reference), with α_t = α·(1 − t) where t in [0, 1) is the fraction of the r
 decays linearly to 0, so the sparsity it promotes early is followed by plain fine-tuning at the end.
 Needs: retain data with labels (the forget set is never read); classification.
 
-Defaults: 10 epochs, SGD lr 0.01, momentum 0.9, weight decay 5e-4, α = 1e-4: the settings of the reference's
-scripts (``--alpha 1e-4 --unlearn_lr 0.01 --unlearn_epochs 10``). The reference's argparse default α = 0.2 makes the
-penalty dwarf the loss and destroys the model; it is not used.
+Defaults: 10 epochs, lr 0.01, α = 1e-4: the settings of the reference's scripts (``--alpha 1e-4 --unlearn_lr 0.01
+--unlearn_epochs 10``); SGD (``unlearn/impl.py``) with momentum 0.9 (``--momentum``), weight decay 5e-4
+(``--weight_decay``) and batch size 256 (``--batch_size``), the ``arg_parser.py`` defaults those scripts keep;
+constant learning rate (the MultiStepLR milestones ``--decreasing_lr 91,136`` are never reached in 10 epochs). The
+reference's argparse default α = 0.2 makes the penalty dwarf the loss and destroys the model; it is not used.
 Grid: alpha in {1e-5, 5e-5, 1e-4, 5e-4}, lr in {0.005, 0.01, 0.05}, epochs in {5, 10}.
 
 Deviation from the reference: the reference updates α once per epoch, α·(1 − e/E) for epoch e, so the last epoch
 still carries α/E; here α_t is updated every step and reaches 0 at the end of the run, as the paper describes.
-Combine with ``prune=`` (one-shot magnitude pruning before unlearning, the paper's other proposal) at will.
+The paper's other proposal, prune first, then unlearn, is :func:`expunge.sparsify` (a sparse original built
+once by one-shot magnitude pruning and masked retraining); run ``l1_sparse`` on that original at will, and its
+zeros stay zero.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from .base import Method, Needs, TrainArgs, register
 class L1SparseArgs(TrainArgs):
     epochs: int = 10
     lr: float = 0.01
+    batch_size: int = 256
     alpha: float = 1e-4
 
 

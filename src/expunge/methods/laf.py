@@ -28,8 +28,10 @@ a CPU; with the reference's settings forget accuracy stays at 98.6%. Scale ``epo
 Grid: lr in {3e-4, 1e-3, 3e-3}, epochs in {20, 40, 60}, temperature in {5, 20}, latent_dim in {8, 16},
 extract_weight in {0.2, 0.5, 1}.
 
-``extractor`` names the submodule whose output is the embedding (default ``features``, as in the built-in models);
-a model without it is refused with a message saying how to name its split.
+The embedding is the input of the model's last layer, the ``nn.Linear`` whose output is the model's output (for
+the built-in models, the output of their ``features``), found by a forward pass; the extractor is every parameter
+but that layer's. Any model whose last layer is an ``nn.Linear`` works as it is. ``extractor`` (default None)
+instead names the submodule whose output is the embedding; a model that ends otherwise needs it.
 
 Deviations from the reference, each following the paper's description:
 (a) the retain VAE is trained on the retain embeddings (the reference notebook trains it on the whole training
@@ -55,7 +57,7 @@ from torch.utils.data import Dataset
 
 from ..training import Batch, Plan, Recipe, StepContext, batches, fit, zipped
 from ._common import frozen
-from ._embedding import embed, embed_all, extractor_of
+from ._embedding import embed, embed_all, extractor_parameters, find_split, probe_of
 from .base import Method, Needs, TrainArgs, register
 
 
@@ -74,7 +76,7 @@ class LafArgs(TrainArgs):
     vae_batch_size: int = 32
     kl_weight: float = 0.025
     extract_weight: float = 0.5
-    extractor: str = "features"
+    extractor: str | None = None
 
 
 class EmbeddingVAE(nn.Module):
@@ -147,7 +149,8 @@ class LAF(Method):
                      ("forget_batch_size", a.forget_batch_size >= 1, "an integer >= 1"),
                      ("kl_weight", a.kl_weight >= 0, "a number >= 0"),
                      ("extract_weight", a.extract_weight >= 0, "a number >= 0"),
-                     ("extractor", bool(a.extractor), "the name of the model's extractor submodule"))
+                     ("extractor", a.extractor is None or (isinstance(a.extractor, str) and bool(a.extractor)),
+                      "None (split at the model's last nn.Linear layer) or the name of its extractor submodule"))
 
     def train_vae(self, embeddings: torch.Tensor, data: Dataset, seed: int, which: str) -> EmbeddingVAE:
         """A VAE fitted to ``embeddings`` (row i belongs to example i of ``data``), then frozen."""
@@ -169,23 +172,23 @@ class LAF(Method):
 
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         a = self.args
-        extractor = extractor_of(model, a.extractor, method=self.name)
-        teacher_f = embed_all(model, extractor, forget)
-        teacher_r = embed_all(model, extractor, retain)
+        split = find_split(model, probe_of(forget), method=self.name, extractor=a.extractor)
+        teacher_f = embed_all(model, split, forget)
+        teacher_r = embed_all(model, split, retain)
         retain_vae = self.train_vae(teacher_r, retain, seed, "retain")
         forget_vae = self.train_vae(teacher_f, forget, seed + 1, "forget")
 
         def loss_fn(m: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
             m.eval()
             f, r = batch["forget"], batch["retain"]
-            e_f, e_r = embed(m, extractor, f.x), embed(m, extractor, r.x)
+            e_f, e_r = embed(m, split, f.x), embed(m, split, r.x)
             if batch.tag == "extract":
                 return nmse(retain_vae(e_r)[0], e_r) - nmse(forget_vae(e_f)[0], e_f)
             return alignment_loss(e_r, teacher_r[r.positions], e_f, teacher_f[f.positions], a.temperature)
 
         plan = each_with_tags(zipped(("forget", forget, a.forget_batch_size), ("retain", retain, a.batch_size)),
                               ("extract", "align"))
-        params = [p for p in extractor.parameters() if p.requires_grad]
+        params = extractor_parameters(model, split)
         return fit(model, plan, recipe=a.recipe(), seed=seed + 2, name=self.name, loss_fn=loss_fn, params=params,
                    tag_lr={"extract": a.extract_weight, "align": 1.0}, step_hooks=self.step_hooks())
 

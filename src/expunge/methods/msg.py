@@ -20,8 +20,10 @@ convolutions, else ``linear``. Treating linear weights like convolution weights 
 (e.g. an MLP) is an extension of the method, which was designed for CNNs.
 
 Needs: forget and retain data with labels; classification.
-Defaults: the reference: init_rate 0.3, grad_scale 0.1, 5 epochs, SGD lr 1e-3, momentum 0.9, weight decay 5e-4,
-batch 64, the learning rate rising linearly for the first half of the run and falling linearly after.
+Defaults: the reference's constants in ``kgltop2.py`` (``KGLTop2.ORIGINAL_INIT_RATE`` 0.3, ``ORIGINAL_NUM_EPOCHS``
+5, ``ORIGINAL_LR`` 1e-3, ``ORIGINAL_MOMENTUM`` 0.9, ``ORIGINAL_WEIGHT_DECAY`` 5e-4, ``ORIGINAL_BATCH_SIZE`` 64),
+grad_scale 0.1 (its gradient mask, ``grad_mask[grad_mask == 0] += 0.1``), SGD, the learning rate rising linearly
+for the first half of the run and falling linearly after.
 Grid (DeepUnlearn tunes lr log-uniformly in [1e-5, 1e-1], epochs, batch size and init_rate in [0, 1]):
 lr in {1e-4, 1e-3, 1e-2, 0.05}, epochs in {3, 5, 10}, init_rate in {0.1, 0.3, 0.5}, grad_scale in {0.1, 0.3}.
 

@@ -10,6 +10,15 @@ Needs: retain data with labels. Defaults: the original's recipe; any recipe fiel
 For a model trained outside expunge (no recorded recipe) pass at least ``epochs`` and ``lr``.
 ``init``: a function building a freshly initialised model, for architectures whose parameters are not all reset
 by ``reset_parameters``.
+On a sparse original (``expunge.sparsify``) the oracle is the same sparse architecture: the carried mask is
+applied to the fresh initialisation and held through training (the reference's ``main_forget.py`` retrains the
+masked model from scratch).
+
+Independence: the fresh initialisation is drawn under ``expunge.seeds.derive(seed, ORACLE_INIT)``, a stream of its
+own, never under ``seed`` itself. The original built by ``expunge.model(..., seed=s)`` started from the weights
+that seed ``s`` draws, so an oracle re-initialised under the same ``s`` would start exactly where the original did
+and stay close to it in weight space. The derived seed is recorded as the oracle's ``init_seed`` (provenance);
+batch order still follows ``seed``.
 """
 from __future__ import annotations
 
@@ -21,7 +30,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.datasets import task_of
-from ..provenance import provenance
+from ..provenance import provenance, stamp
+from ..seeds import ORACLE_INIT, derive
 from ..training import Recipe, batches, fit
 from ._common import fresh_initialisation
 from .base import Method, Needs, register
@@ -39,8 +49,13 @@ class RetrainArgs:
     warmup: float | None = None
     clip_grad_norm: float | None = None
     loss: str | None = None
-    prune: float | None = None
+    prune_dense_then_recover: float | None = None
     init: Callable[[], nn.Module] | None = None
+
+
+def oracle_init_seed(seed: int) -> int:
+    """The seed the oracle for user seed ``seed`` is initialised under (its own stream, not ``seed``)."""
+    return derive(seed, ORACLE_INIT)
 
 
 @register
@@ -63,8 +78,14 @@ class Retrain(Method):
                              "pass the recipe that trained it, at least epochs= and lr=, to retrain")
         return Recipe.from_dict({**(recorded or {}), **overrides})
 
+    def unlearn(self, model: nn.Module, *, seed: int = 0, **kwargs) -> nn.Module:
+        out = super().unlearn(model, seed=seed, **kwargs)
+        stamp(out, init_seed=oracle_init_seed(seed), auxiliary_seeds={})
+        return out
+
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         recipe = self.recipe_for(model)
-        fresh = fresh_initialisation(model, seed, self.args.init)
+        fresh = fresh_initialisation(model, oracle_init_seed(seed), self.args.init)
+        self.masked(fresh)   # a sparse original's oracle: the same mask, from a fresh initialisation
         return fit(fresh, batches(retain, recipe.batch_size), recipe=recipe, task=task_of(retain), seed=seed,
                    name="retrain", step_hooks=self.step_hooks())

@@ -6,9 +6,9 @@ Reference: https://github.com/OPTML-Group/Unlearn-Saliency (``Classification/gen
 
 1. Saliency: g = |∇θ CE(θ0; F)|, the gradient of the forget loss at the original weights, for every parameter.
    All weights are ranked together (globally, not per layer) and the top ``ratio`` fraction forms the mask.
-2. Random-label unlearning with the mask: the forget set is relabelled with random *other* classes and the model
-   is trained on the shuffled union of the relabelled forget set and the retain set (as ``random_label`` does),
-   where only masked weights may change.
+2. Random-label unlearning with the mask: the forget set is relabelled with random *other* classes, redrawn
+   every epoch, and the model is trained on the shuffled union of the relabelled forget set and the retain set
+   (exactly as ``random_label`` does), where only masked weights may change.
 
 The mask is enforced on the weights, not only on the gradients: the gradient of every frozen weight is zeroed and,
 after each optimiser step, every frozen weight is restored to θ0 (``training.pin_weights``). Masking only the
@@ -16,16 +16,24 @@ gradient, as the released code did when the paper was written (issue #32 of the 
 momentum keep moving the "frozen" weights; the paper's numbers were produced with that buggy code, so results here
 can differ from the published ones.
 
+Random labels are redrawn every epoch, as the reference's ``RL`` does (it draws new labels for the whole forget
+set each epoch on its CIFAR-100/TinyImageNet path, and for every forget batch on its CIFAR-10/SVHN path, which,
+with one pass over the forget set per epoch, also gives each forget example a new label every epoch); epoch
+``e``'s labels come from a generator seeded with ``expunge.seeds.derive(seed, RANDOM_LABELS, e)``.
+
 Needs: forget and retain data with labels; classification only.
-Defaults: the reference README for 10% random forgetting (ResNet-18, CIFAR-10): 10 epochs, SGD lr 0.013,
-ratio 0.5; momentum 0.9 and weight decay 5e-4 (reference defaults); batch size 64 (the project's default, as for
-``random_label``). Grid: ratio in {0.1, 0.3, 0.5, 0.7}, lr in {0.005, 0.01, 0.013, 0.05}, epochs in {5, 10}.
+Defaults: the reference README's example for 10% random forgetting (ResNet-18, CIFAR-10): 10 epochs
+(``--unlearn_epochs 10``), lr 0.013 (``--unlearn_lr 0.013``), ratio 0.5 (``--mask_path mask/with_0.5.pt``); the
+rest from ``Classification/arg_parser.py``, which that command does not override: batch size 256
+(``--batch_size``), SGD (``unlearn/impl.py``) with momentum 0.9 (``--momentum``) and weight decay 5e-4
+(``--weight_decay``), constant learning rate (the MultiStepLR milestones ``--decreasing_lr 91,136`` are never
+reached in 10 epochs). Grid: ratio in {0.1, 0.3, 0.5, 0.7}, lr in {0.005, 0.01, 0.013, 0.05}, epochs in {5, 10}.
 
 Other deviations from the reference: (a) the reference draws random labels from all classes, so some forget
-examples keep their true label; here each new label is another class, drawn once under the seed. (b) For
-CIFAR-10 and SVHN (the README's setting) the reference's ``RL`` takes, each epoch, one pass over the relabelled
-forget set and then one over the retain set, drawing new random labels for every forget batch; for CIFAR-100 and
-TinyImageNet it trains on the shuffled union, as here for every dataset. (c) The reference's mask script sums the
+examples keep their true label; here each new label is another class. (b) For CIFAR-10 and SVHN (the README's
+setting) the reference's ``RL`` takes, each epoch, one pass over the relabelled forget set and then one over the
+retain set; for CIFAR-100 and TinyImageNet it trains on the shuffled union, as here for every dataset. (c) The
+reference's mask script sums the
 gradients of per-batch mean losses, so an example in a short last batch weighs more (its first releases, until
 December 2023, also took an SGD step after every batch, so later batches were scored at moved weights); here the
 gradient of the summed loss is taken at θ0 exactly, in eval mode, with no step.
@@ -38,9 +46,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data.datasets import targets
-from ..training import batches, fit, mask_gradients, pin_weights
-from ._common import ce_gradient, num_outputs, random_other_labels, relabelled_union, snapshot
+from ..training import fit, mask_gradients, pin_weights
+from ._common import ce_gradient, num_outputs, random_label_plan, snapshot
 from .base import Method, Needs, TrainArgs, register
 
 
@@ -48,6 +55,7 @@ from .base import Method, Needs, TrainArgs, register
 class SalUnArgs(TrainArgs):
     epochs: int = 10
     lr: float = 0.013
+    batch_size: int = 256
     ratio: float = 0.5
 
 
@@ -90,10 +98,8 @@ class SalUn(Method):
         a = self.args
         masks = saliency_mask(model, forget, a.ratio)
         anchor = snapshot(model)
-        g = torch.Generator().manual_seed(int(seed) + 1)
-        new_y = random_other_labels(targets(forget), num_outputs(model, forget), g)
-        union = relabelled_union(forget, retain, new_y)
+        plan = random_label_plan(forget, retain, a.batch_size, num_outputs(model, forget), seed)
         scale = {n: m.to(anchor[n].dtype) for n, m in masks.items()}
-        return fit(model, batches(union, a.batch_size), recipe=a.recipe(), task="classification", seed=seed,
+        return fit(model, plan, recipe=a.recipe(), task="classification", seed=seed,
                    name=self.name, grad_hooks=[mask_gradients(scale)],
                    step_hooks=[pin_weights(masks, anchor), *self.step_hooks()])

@@ -39,7 +39,7 @@ class SSDArgs:
     alpha: float = 10.0
     lam: float = 1.0
     batch_size: int = 128
-    prune: float | None = None
+    prune_dense_then_recover: float | None = None
 
 
 def importance(model: nn.Module, data: Dataset, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
