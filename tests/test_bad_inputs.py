@@ -91,6 +91,12 @@ def no_write_permission(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("expunge.cli.tempfile.mkstemp", refuse)
 
 
+def no_gpu(monkeypatch) -> None:
+    """This machine as one without CUDA or MPS, whatever it has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
 RUN = ["run", "c.yaml"]
 
 # (id, files to write first {name: text | bytes | writer(path)}, argv, expected part of the message[, patch])
@@ -354,6 +360,18 @@ CLI_CASES: list[tuple] = [
     ("audit-missing-config", {}, ["audit", "none.yaml"], "config file not found"),
     ("audit-threads-zero", {"c.yaml": config()}, ["audit", "c.yaml", "--threads", "0"], "--threads 0 is not allowed"),
     ("bench-missing-config", {}, ["bench", "none.yaml"], "not found"),
+    # -- devices (this machine's; the GPU cases assume none is visible, as on CI)
+    ("demo-device-malformed", {}, ["demo", "--device", "gpu"], "device 'gpu' is not allowed; expected one of auto"),
+    ("run-device-absent", {"c.yaml": config()}, RUN + ["--device", "cuda"],
+     "device 'cuda' is not available; available: cpu", no_gpu),
+    ("audit-device-absent", {"c.yaml": config()}, ["audit", "c.yaml", "--device", "mps"],
+     "device 'mps' is not available; available: cpu", no_gpu),
+    ("bench-device-absent", {"b.yaml": "name: b\ndata: {name: iris}\nscenarios: [{name: r, fraction: 0.1}]\n"
+                                       "methods: {finetune: {epochs: 1}}\n"},
+     ["bench", "b.yaml", "--device", "cuda:1"], "device 'cuda:1' is not available; available: cpu", no_gpu),
+    ("bench-config-device-malformed", {"b.yaml": "name: b\ndata: {name: iris}\nscenarios: [{name: r, fraction: "
+                                                 "0.1}]\nmethods: {finetune: {epochs: 1}}\ndevice: tpu\n"},
+     ["bench", "b.yaml"], "config error at device: device 'tpu' is not allowed"),
     ("bench-laughs", {"c.yaml": LAUGHS}, ["bench", "c.yaml"], "expands to more than 100,000 values"),
     ("bench-out-is-file", {"b.yaml": "name: b\ndata: {name: iris}\nscenarios: [{name: r, fraction: 0.1}]\n"
                                      "methods: {finetune: {epochs: 1}}\n", "o": "x"},
@@ -471,6 +489,17 @@ API_CASES: list[tuple[str, Callable[[Path], Any], str]] = [
     ("load-npz-random", lambda t: load_npz(_file(t / "r.npz", bytes(range(256)))), "no zip signature"),
     ("load-npz-empty-file", lambda t: load_npz(_file(t / "e.npz", b"")), "no zip signature"),
     ("load-images-file", lambda t: load_image_folder(__file__), "is a file; expected a directory"),
+    ("train-device-malformed", lambda t: expunge.train(_classifier(), _classes(), device="gpu:0"),
+     "device 'gpu:0' is not allowed; expected one of auto, cpu, cuda, cuda:N, mps"),
+    ("train-device-not-string", lambda t: expunge.train(_classifier(), _classes(), device=0), "device must be a string"),
+    ("train-precision-unknown", lambda t: expunge.train(_classifier(), _classes(), precision="fp16"),
+     "precision='fp16' is not allowed; expected one of fp32, bf16"),
+    ("train-bf16-on-cpu", lambda t: expunge.train(_classifier(), _classes(), device="cpu", precision="bf16"),
+     "precision='bf16' needs a CUDA device"),
+    ("unlearn-device-cpu-index", lambda t: expunge.unlearn(_classifier(), forget=_classes(), retain=_classes(),
+                                                         device="cpu:1"), "device 'cpu:1' is not allowed"),
+    ("evaluate-device-malformed", lambda t: expunge.evaluate(_classifier(), forget=_classes(), retain=_classes(),
+                                                           device="cuda:x"), "device 'cuda:x' is not allowed"),
 ]
 
 

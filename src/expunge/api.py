@@ -7,7 +7,8 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
-from .data.datasets import features, fingerprint, resolve
+from .data.datasets import features, fingerprint, first_rows, resolve
+from .devices import check_precision, model_device, move, run_precision, run_scope, target_device
 from .methods import base as registry
 from .methods.base import MethodInfo, check_request, clone, output_size
 from .provenance import stamp
@@ -82,7 +83,7 @@ def check_outputs(model: nn.Module, data: Dataset) -> None:
     if len(idx) == 0:
         return
     try:
-        k = output_size(model, features(data)[:1])
+        k = output_size(model, move(first_rows(data), model_device(model)))
     except RuntimeError as e:
         raise ValueError(f"the model cannot take the data's examples of shape {tuple(base.x.shape[1:])}: "
                          f"{str(e).splitlines()[0]}") from None
@@ -99,7 +100,8 @@ def check_outputs(model: nn.Module, data: Dataset) -> None:
                              "or give class labels as integers for classification")
 
 
-def train(model: nn.Module, data: Dataset, *, seed: int = 0, **recipe: Any) -> nn.Module:
+def train(model: nn.Module, data: Dataset, *, seed: int = 0, device: Any = None, precision: str | None = None,
+          **recipe: Any) -> nn.Module:
     """Train a copy of ``model`` on ``data`` and return it; ``model`` is left untouched.
 
     ``recipe`` keywords are the fields of :class:`expunge.training.Recipe` (epochs, lr, batch_size, optimizer,
@@ -108,37 +110,52 @@ def train(model: nn.Module, data: Dataset, *, seed: int = 0, **recipe: Any) -> n
     cosine decay and batches of 64; for regression the gradient norm is also clipped at 5, so targets in the tens
     or hundreds train without diverging. The recipe actually used is recorded on the returned model so that
     ``unlearn(..., method="retrain")`` trains the oracle the same way.
+
+    ``device``: where to train (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``; default: the one
+    ``expunge.devices.use`` set, else where ``model`` is); the returned model lives there. ``precision``: ``fp32``
+    (default) or ``bf16`` (autocast, CUDA only); see :mod:`expunge.devices`.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
+    target = target_device(device, model)
+    precision = check_precision(run_precision(precision), target)
     Recipe.from_dict(recipe)   # bad settings are refused before the data is read
     base, idx = resolve(data)
     r = Recipe.for_task(base.task, recipe)
     if len(idx) == 0:
         raise ValueError("the training data is empty")
     check_outputs(model, data)
-    work = clone(model)
+    work = clone(model).to(target)
     start = time.perf_counter()
-    fit(work, batches(data, r.batch_size), recipe=r, task=base.task, seed=seed, name="train")
+    with run_scope(target, precision):
+        fit(work, batches(data, r.batch_size), recipe=r, task=base.task, seed=seed, name="train")
     stamp(work, model, recipe=r.to_dict(), task=base.task, data_fingerprint=fingerprint(data), seed=seed,
           seconds=time.perf_counter() - start, method=None, method_args={}, history=["train"])
     return work
 
 
 def unlearn(model: nn.Module, *, forget: Dataset, retain: Dataset | None = None, method: str = "finetune",
-            seed: int = 0, **args: Any) -> nn.Module:
+            seed: int = 0, device: Any = None, precision: str | None = None, **args: Any) -> nn.Module:
     """Return a copy of ``model`` that has forgotten ``forget``, using ``method`` with ``args``.
 
     ``method="retrain"`` gives the oracle. Unknown methods or arguments raise ValueError listing what is allowed.
+    ``device``: where the method runs and the returned model lives (default: as for ``train``); ``precision``:
+    ``fp32`` or ``bf16`` for the training steps of training-based methods (CUDA only); see :mod:`expunge.devices`.
     """
     if not isinstance(method, str):
         raise TypeError(f"method must be a method name; got {type(method).__name__}")
+    if isinstance(model, nn.Module):
+        target = target_device(device, model)
+        precision = check_precision(run_precision(precision), target)
     chosen = registry.get(method)(**args)
     needs = chosen.needs          # read only the labels the method itself reads
     checked = forget if needs.labels and needs.forget_labels else retain if needs.labels else None
     if isinstance(model, nn.Module) and checked is not None and len(checked):  # type: ignore[arg-type]
         check_outputs(model, checked)
-    return chosen.unlearn(model, forget=forget, retain=retain, seed=seed)
+    if not isinstance(model, nn.Module):
+        return chosen.unlearn(model, forget=forget, retain=retain, seed=seed)   # refuses it with a TypeError
+    with run_scope(target, precision):
+        return chosen.unlearn(model, forget=forget, retain=retain, seed=seed, device=target)
 
 
 def methods() -> dict[str, MethodInfo]:

@@ -33,6 +33,30 @@ runs_app = typer.Typer(add_completion=False, invoke_without_command=True, pretty
 app.add_typer(runs_app, name="runs")
 
 StoreOption = typer.Option(None, "--store", help=f"Run store database (default: $EXPUNGE_STORE or {default_path()}).")
+ThreadsOption = typer.Option(None, "--threads", help="CPU threads for torch, per process or bench job (default: "
+                                                     "$EXPUNGE_THREADS or 1, which suits small models on a shared "
+                                                     "CPU; seeded results are repeatable at a given count).")
+
+DeviceOption = typer.Option("cpu", "--device", help="Where models train and run: cpu (default), auto (CUDA, then "
+                                                    "Apple MPS, then CPU), cuda, cuda:N or mps.")
+
+
+def _use_device(device: str) -> None:
+    """Train and run on ``device`` for the rest of this command; a device that is not here: one line, exit 2."""
+    from .devices import set_default
+
+    set_default(device)
+
+
+def _use_threads(threads: Optional[int]) -> None:
+    """Compute with ``threads`` intra-op threads in this process and the workers it starts (checked first)."""
+    import torch
+
+    from .threads import check, get_threads, set_threads
+
+    n = get_threads() if threads is None else check(threads, "--threads")
+    set_threads(n)
+    torch.set_num_threads(n)
 
 
 MIN_FREE_BYTES = 50 * 2**20     # an output directory's disk must have this much free before any work starts
@@ -94,8 +118,12 @@ def demo(out: Path = typer.Option(Path("expunge-demo"), "--out", help="Directory
          tune: bool = typer.Option(False, "--tune", help="Tune each method first (quick, against the oracle of "
                                                         "another forget set) instead of using presets."),
          trials: Optional[int] = typer.Option(None, "--trials", help="Trials per method with --tune (default 8)."),
+         threads: Optional[int] = ThreadsOption,
+         device: str = DeviceOption,
          store: Optional[Path] = StoreOption) -> None:
     """Digits: original -> oracle -> every method, random-10% and class-wise forgetting; prints the table."""
+    _use_threads(threads)
+    _use_device(device)
     from .demo import check_options, run_demo
     from .report import aggregate, report_tier, text_table
     from .tuning import quick_budget
@@ -131,8 +159,12 @@ def run(config: Path = typer.Argument(..., help="Experiment YAML file."),
         out: Optional[Path] = typer.Option(None, "--out", help="Directory for the unlearned model."),
         tune: bool = typer.Option(False, "--tune", help="Tune the method's other arguments first (as args: auto)."),
         trials: Optional[int] = typer.Option(None, "--trials", help="Trials with --tune or args: auto (default 8)."),
+        threads: Optional[int] = ThreadsOption,
+        device: str = DeviceOption,
         store: Optional[Path] = StoreOption) -> None:
     """Run one experiment from a YAML config: data, model, forget request, method + args, seed."""
+    _use_threads(threads)
+    _use_device(device)
     from .config import load_config
     from .experiment import check_experiment, output_dir, prepare, run_experiment
     from .report import aggregate, text_table
@@ -162,12 +194,12 @@ def audit(config: Path = typer.Argument(..., help="Experiment YAML file, with an
                                                                         "audit.json."),
           models: Optional[int] = typer.Option(None, "--models", help="K: models of each kind (originals, oracles, "
                                                                       "baseline oracles, unlearned); tier 2 from 64."),
-          threads: int = typer.Option(1, "--threads", help="CPU threads for torch (1 suits small models; the "
-                                                          "ensembles already batch the work)."),
+          threads: Optional[int] = ThreadsOption,
+          device: str = DeviceOption,
           store: Optional[Path] = StoreOption) -> None:
     """Audit a method on a forget request with K unlearned models against K oracles (evidence tiers 0-2)."""
-    import torch
-
+    _use_threads(threads)
+    _use_device(device)
     from .audit import audit as run_audit
     from .audit import check_audit
     from .audit.config import load_audit_config
@@ -175,9 +207,6 @@ def audit(config: Path = typer.Argument(..., help="Experiment YAML file, with an
     from .experiment import prepare
 
     cfg, settings = load_audit_config(config, overrides or [], models=models)
-    if threads < 1:
-        raise ValueError(f"--threads {threads} is not allowed; expected an integer >= 1")
-    torch.set_num_threads(threads)
     k = settings.n_models
     prepared = prepare(cfg)
     request = dict(forget=prepared.forget, retain=prepared.retain, method=cfg.method, method_args=cfg.args,
@@ -210,13 +239,29 @@ def bench(config: Path = typer.Argument(..., help="Benchmark YAML file (see exam
           report: bool = typer.Option(True, "--report/--no-report", help="Write the reports at the end."),
           retry_failed: bool = typer.Option(False, "--retry-failed", help="Also run again the jobs recorded as "
                                                                           "failed permanently."),
+          threads: Optional[int] = ThreadsOption,
+          device: Optional[str] = typer.Option(None, "--device", help="Where jobs run (overrides the config's "
+                                                                      "device): cpu, auto, cuda, cuda:N or mps."),
           store: Optional[Path] = StoreOption) -> None:
     """Run a benchmark grid: data/models x forget scenarios x methods x seeds; resumable (rerun to continue)."""
+    _use_threads(threads)
     from .bench import expand, load_bench, make_engine, run_bench
     from .bench.report import collect
     from .report import text_table
 
+    if device is not None:
+        from .devices import device_form
+
+        overrides = [*(overrides or []), f"device={device_form(device)}"]
     spec = load_bench(config, overrides or [])
+    if engine == "local":      # jobs run here: the device must be here, and jobs are keyed by the one it resolves to
+        from .devices import resolve_device
+
+        wanted = spec.setups[0].device
+        here = "cpu" if resolve_device(wanted).type == "cpu" else str(resolve_device(wanted))
+        if here != wanted:
+            overrides = [*(overrides or []), f"device={here}"]
+            spec = load_bench(config, overrides)
     out_dir = _writable_dir(Path(out or spec.out), "--out" if out else "output directory")
     _check_store(store)
     grid = expand(spec)

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from .data.builtin import BUILTIN
+from .data.builtin import BUILTIN, FIXED_TEST_SPLIT
 from .models import MODELS
 from .training import MAX_EPOCHS, Recipe
 
@@ -269,6 +269,9 @@ def _parse_data(data: dict[str, Any], base_dir: Path) -> None:
     if kind == "name":
         if value not in BUILTIN:
             raise ConfigError("data.name", f"unknown built-in dataset {value!r}; allowed: {', '.join(BUILTIN)}")
+        if value in FIXED_TEST_SPLIT and "test_fraction" in data:
+            raise ConfigError("data.test_fraction", f"{value} comes with its own test set (10,000 images); "
+                                                    "remove test_fraction")
     else:
         p = Path(str(value))
         p = p if p.is_absolute() else base_dir / p

@@ -46,9 +46,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .data.datasets import resolve, targets
+from .devices import model_device, resolve_device
 from .metrics import logit_scaled_confidence, per_example_loss, predict
 from .metrics.mia import svc_mia
 from .provenance import provenance
+from .threads import scoped
 from .training import regression_output
 
 log = logging.getLogger(__name__)
@@ -74,17 +76,26 @@ def tier_statement(tier: float | int) -> str:
     return TIER_STATEMENTS[max(0, min(2, t))]
 
 
+@scoped            # expunge's thread count; the caller's restored
 def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Dataset | None = None,
              reference: nn.Module | None = None, forgotten_classes: Iterable[int] | None = None,
-             seed: int = 0, oracles: nn.Module | None = None, evidence: Any = None) -> dict[str, float]:
+             seed: int = 0, oracles: nn.Module | None = None, evidence: Any = None,
+             device: Any = None) -> dict[str, float]:
     """Score ``model`` on the forget, retain and test sets; with ``reference`` (the oracle), also the gaps.
 
     ``forgotten_classes`` defaults to the classes of a class-wise forget request made by ``split_forget``.
     ``oracles`` (an ensemble of oracles) adds the tier-1 LiRA numbers; ``evidence`` (an ``AuditResult``) merges an
     audit's numbers and tier (see the module docstring). Returns a flat dict of floats.
+    ``device``: where the models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``; default: each where it
+    is); a model elsewhere is copied there, the caller's models are not moved.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
+    if device is not None:
+        target = resolve_device(device)
+        model = _on(model, target)
+        reference = _on(reference, target) if isinstance(reference, nn.Module) else reference
+        oracles = _on(oracles, target) if isinstance(oracles, nn.Module) else oracles
     task = resolve(forget)[0].task
     classes = _forgotten_classes(forget, forgotten_classes)
     scores = _scores(model, forget, retain, test, task, classes, seed)
@@ -114,6 +125,13 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
         tier1["evidence_tier"] = max(scores["evidence_tier"], tier1["evidence_tier"])
         scores.update(tier1)
     return scores
+
+
+def _on(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` if it is on ``device``, else a copy there (provenance and all)."""
+    import copy
+
+    return model if model_device(model) == device else copy.deepcopy(model).to(device)
 
 
 def _tier1(model: nn.Module, oracles: nn.Module, forget: Dataset, test: Dataset | None, task: str) -> dict[str, float]:

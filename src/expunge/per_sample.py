@@ -29,6 +29,7 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from ._memory import hold_freed_memory
 from .data.datasets import infer_task
+from .devices import model_device, move
 from .training import LOSSES, task_loss
 
 Loss = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
@@ -131,10 +132,11 @@ def iter_per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
     batched = vmap(grad(one), in_dims=(None, 0, 0))
     step = chunk_size or auto_chunk(model, len(x))
+    device = model_device(model)
     with eval_mode(model):
         for start in range(0, len(x), step):
             rows = slice(start, min(start + step, len(x)))
-            yield rows, batched(params, x[rows], y[rows])
+            yield rows, batched(params, move(x[rows], device), move(y[rows], device))
 
 
 def fisher_vector_product(model: nn.Module, x: torch.Tensor, y: torch.Tensor, vector: torch.Tensor, *,
@@ -165,8 +167,10 @@ def fisher_vector_product(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ve
             return values.reshape(len(xs), -1).mean(1)
 
     total = torch.zeros(vector.shape, dtype=vector.dtype, device=vector.device)
+    device = model_device(model)
     with eval_mode(model):
         for xs, ys in zip(x.split(chunk_size), y.split(chunk_size)):
+            xs, ys = move(xs, device), move(ys, device)
             losses = lambda theta, xs=xs, ys=ys: block_losses(theta, xs, ys)  # noqa: E731
             with warnings.catch_warnings():   # torch's first forward-mode pass scripts decompositions (deprecated API)
                 warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
@@ -231,9 +235,10 @@ def per_sample_grads_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     loss_fn = resolve_loss(loss, y, task)
     params = trainable(model)
     out = _allocate(params, len(x), flat)
+    device = model_device(model)
     with eval_mode(model):
         for i in range(len(x)):
-            value = loss_fn(model(x[i:i + 1]), y[i:i + 1])
+            value = loss_fn(model(move(x[i:i + 1], device)), move(y[i:i + 1], device))
             grads = torch.autograd.grad(value, list(params.values()))
             if flat:
                 torch.cat([g.reshape(-1) for g in grads], out=out[i])  # type: ignore[index]
@@ -274,6 +279,7 @@ def summed_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str
     total = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
     with eval_mode(model):
         for xs, ys in zip(x.split(chunk_size), y.split(chunk_size)):
+            xs, ys = move(xs, params[0].device), move(ys, params[0].device)
             grads = torch.autograd.grad(loss_fn(model(xs), ys) * len(xs), params, allow_unused=True,
                                         materialize_grads=True)   # zeros for unused parameters, as torch.func
             total += torch.cat([g.reshape(-1) for g in grads])

@@ -57,6 +57,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .data.datasets import features, fingerprint, resolve
+from .devices import model_device, move
 from .provenance import provenance, stamp
 from .training import Batch, Recipe, batches, fit, mask_gradients, pin_weights
 
@@ -91,7 +92,7 @@ def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float) -> dict[s
     position first)."""
     flat = torch.cat([w.detach().abs().flatten() for w in weights.values()])
     k = int(round(sparsity * flat.numel()))
-    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
     keep[torch.argsort(flat, stable=True)[:k]] = False
     out, at = {}, 0
     for name, w in weights.items():
@@ -154,7 +155,7 @@ def initial_weights(original: nn.Module) -> nn.Module | None:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(init_seed))
-        return build_model(arch["name"], **arch["kwargs"])
+        return build_model(arch["name"], **arch["kwargs"]).to(model_device(original))   # drawn on the CPU
 
 
 def masked_training(start: nn.Module, data: Dataset, recipe: Recipe, *, masks: dict[str, torch.Tensor],
@@ -249,7 +250,7 @@ def sparsify(original: nn.Module, data: Dataset, *, sparsity: float = 0.95, rewi
     if base.task == "classification":
         from .methods.base import output_size
 
-        k = output_size(original, features(data)[:1])
+        k = output_size(original, move(features(data)[:1], model_device(original)))
         top = int(base.y[idx].max())
         if top >= k:
             raise ValueError(f"the data has label {top} but the model has only {k} outputs (labels 0..{k - 1})")

@@ -6,13 +6,16 @@ A run is described by
 - a *plan*: a function ``plan(epoch, generator) -> list[Batch]`` that lays out one epoch's batches. Each
   :class:`Batch` holds named parts (``"data"``, ``"retain"``, ``"forget"``, ...) and a ``tag``; tensors are sliced
   only when a loss reads them, so label-free losses never touch targets. :func:`batches`, :func:`zipped` and
-  :func:`chain` build the common plans;
+  :func:`chain` build the common plans. Over streamed data (``expunge.data.StreamedDataset``) the same plans
+  read rows instead of slicing tensors, and :func:`fetched` has DataLoader workers read them ahead;
 - a loss ``loss_fn(model, batch, ctx) -> scalar`` (default: cross-entropy or MSE on the ``"data"`` part);
 - hooks: ``grad_hooks`` run between ``backward`` and the optimiser step (gradient masks, scaling);
   ``step_hooks`` run after it (weight masks that pin frozen weights, projections).
 
-Runs are seeded and bitwise repeatable on CPU. A non-finite loss stops the run with :class:`DivergenceError`
-naming the run, epoch and step.
+Runs are seeded and bitwise repeatable on CPU. Models may live on any device (:mod:`expunge.devices`): the data
+stays in CPU memory and each batch's tensors move to the model's device when the loss reads them
+(:func:`on_device`); under ``precision='bf16'`` the loss runs under bf16 autocast on CUDA. A non-finite loss stops
+the run with :class:`DivergenceError` naming the run, epoch and step.
 """
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .data.datasets import resolve
+from .devices import autocast, model_device, move, rng_devices
 from .progress import Phase
+from .threads import scope as thread_scope
 
 log = logging.getLogger(__name__)
 
@@ -136,18 +141,22 @@ def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
 class Part:
     """A slice of a dataset: ``x`` and ``y`` are read on first access."""
 
-    __slots__ = ("_base", "_idx", "positions")
+    __slots__ = ("_base", "_idx", "positions", "device", "_x")
 
     def __init__(self, base, idx: torch.Tensor, positions: torch.Tensor):
         self._base, self._idx, self.positions = base, idx, positions
+        self._x: torch.Tensor | None = None         # features fetched ahead by workers (streamed data, see fetched)
+        self.device: torch.device | None = None     # set by fit (on_device): where x and y are delivered
 
     @property
     def x(self) -> torch.Tensor:
-        return self._base.x[self._idx]
+        x = self._x if self._x is not None else self._base.x[self._idx]
+        return x if self.device is None else move(x, self.device)
 
     @property
     def y(self) -> torch.Tensor:
-        return self._base.y[self._idx]
+        y = self._base.y[self._idx]
+        return y if self.device is None else move(y, self.device)
 
     def __len__(self) -> int:
         return len(self._idx)
@@ -167,6 +176,14 @@ class Batch:
         return name in self.parts
 
 
+def on_device(batch: Batch, device: torch.device) -> Batch:
+    """``batch`` with its parts delivering ``x`` and ``y`` on ``device`` (sliced on the CPU, then moved; pinned and
+    non-blocking on CUDA); ``positions`` stay CPU indices into the source dataset."""
+    for part in batch.parts.values():
+        part.device = None if device.type == "cpu" else device
+    return batch
+
+
 Plan = Callable[[int, torch.Generator], Sequence[Batch]]
 
 
@@ -183,7 +200,54 @@ class Source:
         return Part(self.base, self.idx[positions], positions)
 
     def order(self, generator: torch.Generator, shuffle: bool = True) -> torch.Tensor:
-        return torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        n = len(self)
+        return torch.randperm(n, generator=generator, device="cpu") if shuffle else torch.arange(n, device="cpu")
+
+
+def fetched(epoch_batches: Sequence[Batch]) -> Iterable[Batch]:
+    """One epoch's batches, in order, ready to train on: where each batch's data comes from.
+
+    In-memory parts are sliced from tensors when the loss reads them; with no streamed part the list is returned
+    as it is (the fast path, unchanged). Parts over streamed data (``expunge.data.StreamedDataset``) whose data
+    asks for ``num_workers`` > 0 have their features read ahead by a DataLoader with that many worker processes
+    (batch index -> the rows of each streamed part -> one tensor per part) while earlier batches train; with 0
+    workers they are read in this process when the loss reads them. Labels are never read ahead, so a label-free
+    loss still never reads one, and the values are the same either way, so results do not depend on the workers.
+    """
+    import multiprocessing
+
+    streamed = [p._base for b in epoch_batches for p in b.parts.values() if not getattr(p._base, "in_memory", True)]
+    workers = max((int(getattr(base, "num_workers", 0)) for base in streamed), default=0)
+    if not streamed or workers == 0 or "fork" not in multiprocessing.get_all_start_methods():
+        return epoch_batches            # workers inherit the data by fork; without it, rows are read in this process
+    from torch.utils.data import DataLoader
+
+    # a generator of its own: the loader's worker seed must not be drawn from the run's global RNG stream
+    loader = DataLoader(_StreamedFeatures(epoch_batches), batch_size=None, shuffle=False, num_workers=workers,
+                        generator=torch.Generator().manual_seed(0), multiprocessing_context="fork")
+
+    def deliver() -> Iterable[Batch]:
+        for batch, xs in zip(epoch_batches, loader):
+            for pname, x in xs.items():
+                batch.parts[pname]._x = x
+            yield batch
+            for pname in xs:                    # the step is done: let its rows go
+                batch.parts[pname]._x = None
+    return deliver()
+
+
+class _StreamedFeatures(Dataset):
+    """Item ``i``: the features of the streamed parts of batch ``i``, as ``{part name: tensor}``."""
+
+    def __init__(self, epoch_batches: Sequence[Batch]):
+        self.batches = epoch_batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {name: p._base.x[p._idx] for name, p in self.batches[i].parts.items()
+                if not getattr(p._base, "in_memory", True)}
 
 
 def batches(dataset: Dataset, batch_size: int, *, name: str = "data", shuffle: bool = True,
@@ -310,7 +374,8 @@ def fit(model: nn.Module, plan: Plan, *, recipe: Recipe, loss_fn=None, task: str
     by_tag = {tag: (make_optimizer(params, recipe, fused=fused), factor) for tag, factor in (tag_lr or {}).items()}
     gen = torch.Generator().manual_seed(int(seed))
     step = 0
-    with torch.random.fork_rng(devices=[]):
+    device = model_device(model)
+    with torch.random.fork_rng(devices=rng_devices(device)), thread_scope():   # the caller's thread count restored
         torch.manual_seed(int(seed))
         model.train()
         bar = Phase(name, recipe.epochs, "epoch").__enter__()      # a bar on a terminal, timed lines elsewhere
@@ -319,12 +384,14 @@ def fit(model: nn.Module, plan: Plan, *, recipe: Recipe, loss_fn=None, task: str
                 epoch_batches = plan(epoch, gen)
                 n = len(epoch_batches)
                 total = 0.0
-                for i, batch in enumerate(epoch_batches):
+                for i, batch in enumerate(fetched(epoch_batches)):
+                    batch = on_device(batch, device)
                     ctx = StepContext(name, epoch, recipe.epochs, step, n, (epoch + i / max(n, 1)) / recipe.epochs)
                     opt, factor = by_tag.get(batch.tag, (default, 1.0))
                     for group in opt.param_groups:
                         group["lr"] = recipe.lr * factor * recipe.lr_factor(ctx.progress)
-                    loss = loss_fn(model, batch, ctx)
+                    with autocast(device):
+                        loss = loss_fn(model, batch, ctx)
                     if not torch.isfinite(loss):
                         raise DivergenceError(f"{name}: loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
                                               "lower the learning rate or the number of epochs")

@@ -197,19 +197,21 @@ def _weighted_loss(method: str, task: str, y_all: torch.Tensor, original: nn.Mod
         def relabel(model, batch, ctx, w):
             p = batch["data"]
             out = model(p.x)
-            wi = w[p.positions]
-            return (wi * F.cross_entropy(out, other[p.positions], reduction="none")
+            wi = w[p.positions].to(out.device)
+            return (wi * F.cross_entropy(out, other[p.positions].to(out.device), reduction="none")
                     + (1 - wi) * F.cross_entropy(out, p.y, reduction="none")).sum()
         return relabel
     if method == "gradient_ascent":
         def ascend(model, batch, ctx, w):
             p = batch["data"]
-            return -(w[p.positions] * per_example_loss(model(p.x), p.y, task)).sum()
+            out = model(p.x)
+            return -(w[p.positions].to(out.device) * per_example_loss(out, p.y, task)).sum()
         return ascend
 
     def finetune(model, batch, ctx, w):
         p = batch["data"]
-        return ((1 - w[p.positions]) * per_example_loss(model(p.x), p.y, task)).sum()
+        out = model(p.x)
+        return ((1 - w[p.positions].to(out.device)) * per_example_loss(out, p.y, task)).sum()
     return finetune
 
 

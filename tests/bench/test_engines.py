@@ -20,6 +20,46 @@ def scores(out) -> dict[str, dict[str, float]]:
     return {k: {m: v for m, v in r.metrics.items() if not is_timing(m)} for k, r in recs.items()}
 
 
+# every kind of job (original, worst-case selection, oracle, tuning, unlearn) on the tiny task: 13 jobs
+EVERY_KIND = tiny(seeds=1, scenarios=[{"name": "random 10%", "fraction": 0.1},
+                                      {"name": "worst 10%", "worst_case": {"fraction": 0.1, "method": "finetune"}}],
+                  tuning={"trials": 2, "methods": ["finetune"], "space": {"finetune": {"lr": [0.005, 0.05]}}})
+EVERY_KIND_JOBS = {"original": 1, "select": 1, "oracle": 3, "tune": 1, "unlearn": 4}
+
+
+def outcomes(out) -> dict[str, tuple[str, dict[str, float], str]]:
+    """Per job key: the kind, the metrics other than timings, and the structured result (tuned arguments and
+    trials, selected indices, arguments used), for comparing engines bitwise."""
+    import json
+
+    with RunStore(out / "runs.db") as s:
+        recs = s.tagged("job_key")
+    assert all(r.status == "FINISHED" for r in recs.values()), [r.error for r in recs.values()]
+    return {k: (r.kind, {m: v for m, v in r.metrics.items() if not is_timing(m)},
+                json.dumps(_no_timings(json.loads(r.tags["result"])), sort_keys=True)) for k, r in recs.items()}
+
+
+def _no_timings(value):
+    if isinstance(value, dict):
+        return {k: _no_timings(v) for k, v in value.items() if not is_timing(k)}
+    if isinstance(value, list):
+        return [_no_timings(v) for v in value]
+    return value
+
+
+def local_outcomes(tmp_path) -> dict[str, tuple[str, dict[str, float], str]]:
+    """:data:`EVERY_KIND` run in this process, checked for its job counts; also writes ``tmp_path/b.yaml``."""
+    from collections import Counter
+
+    cfg = write_config(tmp_path / "b.yaml", EVERY_KIND)
+    outcome = run_bench(load_bench(cfg), out=tmp_path / "local", engine=LocalEngine(1), report=False)
+    assert not outcome.failures and outcome.blocked == 0
+    ref = outcomes(tmp_path / "local")
+    assert Counter(kind for kind, _, _ in ref.values()) == EVERY_KIND_JOBS
+    assert any("avg_gap" in m for _, m, _ in ref.values())
+    return ref
+
+
 def test_local_and_dask_give_identical_metrics(tmp_path, store):
     distributed = pytest.importorskip("distributed")
     cfg = write_config(tmp_path / "b.yaml", tiny(seeds=1))
@@ -60,7 +100,6 @@ for _ in engines.LocalEngine(2).run((str(i), {"seconds": 120, "started": sys.arg
 def test_local_workers_exit_when_the_driver_is_killed(tmp_path):
     """SIGKILL gives the driver no time to stop its loky workers; they notice on their own within a second."""
     import os
-    import signal
     import subprocess
     import sys
     import time

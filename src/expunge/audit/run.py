@@ -13,6 +13,7 @@ from torch.utils.data import Dataset, Subset
 from .. import api
 from .. import ensemble as E
 from ..data.datasets import resolve, targets
+from ..devices import check_precision, run_precision, target_device
 from ..evaluate import _forgotten_classes, evaluate
 from ..methods import base as registry
 from ..methods.base import TrainArgs, check_request
@@ -29,7 +30,7 @@ STAGES = ("originals", "oracles", "baseline", "unlearn", "scoring")
 
 def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset, retain: Dataset, method: str,
           method_args: dict[str, Any] | None = None, recipe: dict[str, Any], n_models: int = 64, seed: int = 0,
-          original: nn.Module | None = None) -> AuditResult:
+          original: nn.Module | None = None, device: Any = None, precision: str | None = None) -> AuditResult:
     """Audit ``method`` on this forget request with ``n_models`` (K) models of each kind.
 
     Trains K originals on all of ``train`` (seeds ``seed`` … ``seed + K − 1``), K oracles on ``retain`` (the next
@@ -39,22 +40,27 @@ def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset
     audited model with the K oracles as references, beside the baseline oracles as held-out targets) and tier 0
     (``expunge.evaluate`` against a baseline oracle). The audited model is ``original`` unlearned with ``method``
     and seed ``seed`` when given, else the first unlearned model. Classification only. Repeatable for a seed.
+    ``device`` and ``precision``: where every model is trained and scored (default: ``template``'s device) and the
+    training precision, as for ``expunge.train``.
     """
     args, index = check_audit(template, train, test, forget=forget, retain=retain, method=method,
                               method_args=method_args, recipe=recipe, n_models=n_models, seed=seed, original=original)
+    target = target_device(device, template)
+    precision = check_precision(run_precision(precision), target)
+    on = {"device": target, "precision": precision}
     k = n_models
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     log.info("audit of %s with K=%d models of each kind (tier %d reachable)", method, k, tier_for(k))
     with _Stages(seconds) as stage:
-        originals = stage("originals", lambda: E.train(template, train, seeds=_seeds(seed, k, 0), **recipe))
-        oracles = stage("oracles", lambda: E.train(template, retain, seeds=_seeds(seed, k, 1), **recipe))
-        baseline = stage("baseline", lambda: E.train(template, retain, seeds=_seeds(seed, k, 2), **recipe))
+        originals = stage("originals", lambda: E.train(template, train, seeds=_seeds(seed, k, 0), **on, **recipe))
+        oracles = stage("oracles", lambda: E.train(template, retain, seeds=_seeds(seed, k, 1), **on, **recipe))
+        baseline = stage("baseline", lambda: E.train(template, retain, seeds=_seeds(seed, k, 2), **on, **recipe))
         unlearned = stage("unlearn", lambda: E.unlearn(originals.members(), forget=forget, retain=retain,
-                                                       method=method, seeds=_seeds(seed, k, 0), **args))
+                                                       method=method, seeds=_seeds(seed, k, 0), **on, **args))
         stage.begin("scoring")
         if original is not None:
-            model = api.unlearn(original, forget=forget, retain=retain, method=method, seed=seed, **args)
+            model = api.unlearn(original, forget=forget, retain=retain, method=method, seed=seed, **on, **args)
             audited = f"the given original, unlearned with {method} (seed {seed})"
         else:
             model, audited = unlearned.member(0), "member 0 of the unlearned models"
@@ -133,7 +139,8 @@ def _retain_sample(n_retain: int, n: int, seed: int) -> np.ndarray:
     """Positions of at most ``n`` retain examples drawn at random (seeded), in retain order (KLoM's retain set)."""
     if n_retain <= n:
         return np.arange(n_retain)
-    return torch.randperm(n_retain, generator=torch.Generator().manual_seed(int(seed)))[:n].sort().values.numpy()
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(n_retain, generator=g, device="cpu")[:n].sort().values.numpy()
 
 
 def _seeds(seed: int, k: int, block: int) -> list[int]:

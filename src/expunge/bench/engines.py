@@ -1,10 +1,11 @@
-"""Where jobs run: locally through joblib, on a Dask cluster, or on Ray through its joblib backend.
+"""Where jobs run: locally through joblib, on a Dask cluster, or as Ray tasks.
 
 Every engine takes ``(tag, payload)`` pairs and yields ``(tag, result)`` pairs as jobs finish, in any order; it
 consumes its input lazily, so the driver builds a payload (which carries models) only shortly before it is sent.
 The job function is the same everywhere (:func:`expunge.bench.jobs.tagged_job`), so results do not depend on the
-engine. Local worker processes watch the driver that started them and exit as soon as it has gone (even when it was
-killed with SIGKILL, which leaves it no time to stop them).
+engine. A job that a Dask or Ray engine loses with its worker or node comes back as a transient failure (retried by
+the next run). Local worker processes watch the driver that started them and exit as soon as it has gone (even when
+it was killed with SIGKILL, which leaves it no time to stop them).
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ class LocalEngine:
 
 class DaskEngine:
     """An existing Dask cluster (``address``, or a ``distributed.Client``); at most two jobs per worker thread
-    are in flight, so payloads are built as slots free up."""
+    are in flight, so payloads are built as slots free up. A job whose worker was lost comes back as a transient
+    failure."""
 
     name = "dask"
 
@@ -81,19 +83,26 @@ class DaskEngine:
         window = max(2, 2 * sum(self.client.nthreads().values()))
         source = iter(items)
         pending = as_completed()
+        tags: dict[str, str] = {}   # future key -> tag
 
         def submit() -> bool:
             nxt = next(source, None)
             if nxt is None:
                 return False
-            pending.add(self.client.submit(tagged_job, nxt[0], nxt[1], pure=False))
+            future = self.client.submit(tagged_job, nxt[0], nxt[1], pure=False)
+            tags[future.key] = nxt[0]
+            pending.add(future)
             return True
 
         for _ in range(window):
             if not submit():
                 break
         for future in pending:
-            tag, result = future.result()
+            tag = tags.pop(future.key)
+            try:
+                result = future.result()[1]
+            except Exception as e:  # noqa: BLE001 - the job never raises: Dask lost its worker (KilledWorker, ...)
+                result = _lost(e, "dask")
             future.release()
             submit()
             yield tag, result
@@ -104,38 +113,71 @@ class DaskEngine:
 
 
 class RayEngine:
-    """Ray through its joblib backend (the optional extra ``expunge[ray]``); ``address`` names a running cluster
-    (default: start or join a local one)."""
+    """Ray tasks (the optional extra ``expunge[ray]``), one CPU each, ``workers`` of them in flight (default: the
+    cluster's CPUs). ``address`` names a running cluster; without it the engine joins the Ray runtime this process
+    already runs, else starts a local one (and shuts it down on :meth:`close`)."""
 
     name = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None):
         try:
             import ray
-            from ray.util.joblib import register_ray
         except ImportError:
             raise ValueError("the ray engine needs ray, which is not installed; install it with "
                              "pip install 'expunge[ray]'") from None
-        register_ray()
-        if not ray.is_initialized():
-            ray.init(address=address, log_to_driver=False)
+        self._owned = not ray.is_initialized()
+        if self._owned:
+            try:
+                ray.init(address=address, log_to_driver=False, include_dashboard=False)
+            except (ConnectionError, TimeoutError, RuntimeError) as e:
+                raise ValueError(f"cannot connect to the Ray cluster at {address}: {_first_line(e)}") from None
         self.workers = _workers(workers, int(ray.cluster_resources().get("CPU", 1)))
+        self._task = ray.remote(num_cpus=1)(tagged_job)
 
     def describe(self) -> str:
-        return f"ray, {self.workers} workers"
+        return f"ray, {self.workers} worker{'s' if self.workers > 1 else ''}"
 
     def run(self, items: Items) -> Iterator[tuple[str, dict[str, Any]]]:
-        from joblib import Parallel, delayed, parallel_config
+        import ray
 
-        from itertools import islice
+        source = iter(items)
+        pending: dict[Any, str] = {}   # task -> tag
 
-        source = iter(items)   # results come back in chunks, each recorded as soon as its chunk ends
-        with parallel_config(backend="ray", n_jobs=self.workers):
-            while chunk := list(islice(source, 2 * self.workers)):
-                yield from Parallel()(delayed(tagged_job)(t, p) for t, p in chunk)
+        def submit() -> bool:
+            nxt = next(source, None)
+            if nxt is None:
+                return False
+            pending[self._task.remote(nxt[0], nxt[1])] = nxt[0]
+            return True
+
+        for _ in range(self.workers):
+            if not submit():
+                break
+        while pending:
+            (task,), _ = ray.wait(list(pending), num_returns=1)
+            tag = pending.pop(task)
+            try:
+                result = ray.get(task)[1]
+            except ray.exceptions.RayError as e:   # the job never raises: Ray lost its worker, node or result
+                result = _lost(e, "ray")
+            submit()
+            yield tag, result
 
     def close(self) -> None:
-        pass
+        if self._owned:
+            import ray
+
+            ray.shutdown()
+
+
+def _lost(error: BaseException, engine: str) -> dict[str, Any]:
+    """The result of a job the engine lost (a worker or node gone): a transient failure, retried on the next run."""
+    return {"error": f"lost by the {engine} engine ({type(error).__name__}: {_first_line(error)})", "permanent": False,
+            "traceback": str(error)}
+
+
+def _first_line(error: BaseException) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
 _WATCH_DRIVER = """

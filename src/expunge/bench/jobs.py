@@ -29,10 +29,12 @@ import torch
 
 from .. import api
 from ..data import split_forget
+from ..devices import use
 from ..evaluate import evaluate
 from ..experiment import load_data as _load_data
 from ..experiment import make_split
 from ..metrics import predict
+from ..threads import get_threads
 from ..training import DivergenceError
 
 _LOCK = threading.Lock()
@@ -68,7 +70,7 @@ def _cached_data(spec_json: str, seed: int):
 
 def run_job(payload: dict[str, Any]) -> dict[str, Any]:
     """Run one job of kind ``payload["kind"]``; never raises for a failing job (see the module docstring)."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(get_threads())          # 1 unless --threads / EXPUNGE_THREADS asks for more
     with _LOCK:
         seed = int(payload.get("seed", 0))
         torch.manual_seed(seed)
@@ -76,7 +78,7 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
         random.seed(seed)
         start = time.perf_counter()
         try:
-            out = RUNNERS[payload["kind"]](payload)
+            out = _on_device(payload)
         except DivergenceError as e:
             out = {"error": f"diverged: {e}", "permanent": True}
         except FinalError as e:
@@ -86,6 +88,22 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(e, (ValueError, TypeError)):   # a refusal says all; anything else may be a bug
                 out["traceback"] = traceback.format_exc()
         out["job_seconds"] = time.perf_counter() - start
+    return out
+
+
+def _on_device(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run the job on its setup's device (``device`` in the payload; the CPU when absent): the payload's models
+    are moved there, and a model the job returns comes back on the CPU (for the model cache and the engines)."""
+    spec = payload.get("device", "cpu")
+    if spec == "cpu":
+        return RUNNERS[payload["kind"]](payload)
+    with use(spec) as device:
+        for key in ("original", "oracle"):
+            if isinstance(payload.get(key), torch.nn.Module):
+                payload[key] = payload[key].to(device)
+        out = RUNNERS[payload["kind"]](payload)
+    if isinstance(out.get("model"), torch.nn.Module):
+        out["model"] = out["model"].cpu()
     return out
 
 

@@ -216,7 +216,8 @@ class _Driver:
     def payload(self, job: Job) -> dict[str, Any]:
         jobs = self.grid.jobs
         original = job if job.kind == "original" else jobs[job.deps["original"]]
-        p = {**job.spec, "kind": job.kind, "data": original.spec["data"], "data_seed": original.spec["seed"]}
+        p = {**job.spec, "kind": job.kind, "data": original.spec["data"], "data_seed": original.spec["seed"],
+             "device": original.spec.get("device", "cpu")}
         if job.kind != "original":
             p["original"] = self.cache.load(original)
         if "oracle" in job.deps:

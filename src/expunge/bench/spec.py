@@ -24,6 +24,7 @@ tuning:               # optional: Optuna per method and tuning forget set (see e
   space: {finetune: {lr: [0.01, 0.05]}}         # per-method search spaces (default: the method's grid)
 out: bench-digits     # output directory: job store, model cache, reports (relative to the current directory)
 summary: benchmarks/results/digits.json         # optional extra copy of results.json
+device: cpu           # where jobs run: cpu (default), auto, cuda, cuda:N, mps (expunge.devices); not cpu: new job keys
 ```
 
 Tuning forget sets (``tune_on`` per scenario, overridable): a random fraction ``f`` for ``fraction: f`` and for
@@ -32,11 +33,13 @@ drawn with ``tuning.forget_seed``; the scenario's own forget request otherwise (
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..devices import device_form
 from ..config import ConfigError, _parse_data, _parse_model, _parse_train, apply_overrides, read_yaml
 from ..methods.base import registered
 from ..models import CONV_MODELS
@@ -45,7 +48,7 @@ from .choices import Tuning, parse_methods, parse_tuning
 from .scenarios import Scenario, parse_scenarios
 
 TOP_KEYS = ("name", "seeds", "data", "model", "train", "scenarios", "methods", "exclude", "args", "tuning", "out",
-            "summary")
+            "summary", "device")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Setup:
     recipe: dict[str, Any]
     task: str
     sparse: dict[str, Any] | None = None   # expunge.sparsify arguments: the original is made sparse before unlearning
+    device: str = "cpu"                    # where every job of the setup runs (expunge.devices; part of the job keys)
 
 
 @dataclass
@@ -93,6 +97,12 @@ def parse_bench(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> BenchSpec
     name = str(raw.get("name") or "bench")
     seeds = _seeds(raw.get("seeds", 1))
     setups = _setups(raw, base_dir, seeds[0])
+    if raw.get("device") is not None:
+        try:
+            device = device_form(raw["device"])
+        except ValueError as e:
+            raise ConfigError("device", str(e)) from None
+        setups = [dataclasses.replace(s, device=device) for s in setups]
     scenarios = parse_scenarios(raw.get("scenarios"), {s.task for s in setups})
     methods = parse_methods(raw, {s.task for s in setups})
     tuning = parse_tuning(raw.get("tuning"), methods, scenarios)

@@ -1,4 +1,5 @@
-"""Data that needs no download: scikit-learn's bundled sets and small generated tasks."""
+"""Data that needs no download: scikit-learn's bundled sets, small generated tasks, and Fashion-MNIST from Debian's
+``dataset-fashion-mnist`` package."""
 from __future__ import annotations
 
 import inspect
@@ -8,7 +9,9 @@ import numpy as np
 
 from .datasets import ArrayDataset
 
-BUILTIN = ("digits", "breast_cancer", "wine", "iris", "diabetes", "classification", "friedman")
+BUILTIN = ("digits", "breast_cancer", "wine", "iris", "diabetes", "classification", "friedman", "fashion_mnist")
+#: built-in sets that come with their own test split (``test_fraction`` does not apply)
+FIXED_TEST_SPLIT = ("fashion_mnist",)
 MAX_GENERATED = 1_000_000      # rows (or features, classes) a generated dataset may have
 
 
@@ -16,7 +19,8 @@ def load_builtin(name: str, *, test_fraction: float = 0.2, seed: int = 0, **kwar
     """``(train, test)`` for a built-in dataset by name; ``kwargs`` go to the generator for generated sets."""
     loaders = {"digits": digits, "breast_cancer": _sklearn_table("load_breast_cancer"),
                "wine": _sklearn_table("load_wine"), "iris": _sklearn_table("load_iris"),
-               "diabetes": diabetes, "classification": generated_classification, "friedman": friedman}
+               "diabetes": diabetes, "classification": generated_classification, "friedman": friedman,
+               "fashion_mnist": fashion_mnist_builtin}
     if name not in loaders:
         raise ValueError(f"unknown built-in dataset {name!r}; allowed: {', '.join(BUILTIN)}")
     check_builtin_args(name, kwargs, loaders[name])
@@ -26,7 +30,7 @@ def load_builtin(name: str, *, test_fraction: float = 0.2, seed: int = 0, **kwar
 def builtin_args(name: str) -> dict[str, Any]:
     """The arguments a built-in dataset's generator takes (besides ``test_fraction`` and ``seed``), with defaults."""
     loaders = {"digits": digits, "diabetes": diabetes, "classification": generated_classification,
-               "friedman": friedman}
+               "friedman": friedman, "fashion_mnist": fashion_mnist_builtin}
     if name not in loaders:
         return {}
     return {k: p.default for k, p in inspect.signature(loaders[name]).parameters.items()
@@ -48,6 +52,9 @@ def check_builtin_args(name: str, kwargs: dict[str, Any], loader: Any = None) ->
         if isinstance(default, int) and not isinstance(default, bool) and not 1 <= value <= MAX_GENERATED:
             raise ValueError(f"built-in dataset {name!r}: {key}={value!r} is not allowed; expected an integer "
                              f"in 1..{MAX_GENERATED:,}")
+    if name == "fashion_mnist" and kwargs.get("subset", 0) > 60_000:
+        raise ValueError(f"built-in dataset {name!r}: subset={kwargs['subset']!r} is not allowed; expected an integer "
+                         f"in 1..60,000 (the training images there are)")
     if "n" in allowed and "features" in allowed:
         cells = kwargs.get("n", allowed["n"]) * kwargs.get("features", allowed["features"])
         if cells > 50 * MAX_GENERATED:
@@ -76,6 +83,16 @@ def digits(*, test_fraction: float = 0.2, seed: int = 0, flat: bool = False) -> 
     x = x.reshape(len(x), -1) if flat else x[:, None]
     return _split(x, d.target.astype(np.int64), test_fraction=test_fraction, seed=seed, classify=True,
                   name="digits", class_names=[str(c) for c in d.target_names])
+
+
+def fashion_mnist_builtin(*, test_fraction: float = 0.2, seed: int = 0, subset: int = 60_000):
+    """Fashion-MNIST as the built-in ``fashion_mnist``: 1x28x28 images in [0, 1] from Debian's
+    ``dataset-fashion-mnist`` package, with its own 10,000-image test set (``test_fraction`` does not apply).
+    ``subset`` keeps a random draw of that many of the 60,000 training images (seeded by ``seed``)."""
+    from .images import fashion_mnist
+
+    del test_fraction   # the official test set
+    return fashion_mnist(subset=None if subset == 60_000 else subset, seed=seed)
 
 
 def _sklearn_table(loader: str):

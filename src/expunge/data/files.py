@@ -1,4 +1,7 @@
-"""Loaders for users' own files: .npz arrays, CSV tables with a target column, folders of images by class."""
+"""Loaders for users' own files: .npz and .npy arrays, CSV tables with a target column, folders of images by class.
+
+``load_npy`` and ``load_image_folder`` can stream: features are read from the files when a batch needs them
+(see ``expunge.data.datasets``)."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import ArrayDataset
+from .datasets import STREAM_ABOVE_BYTES, ArrayDataset, Rows, StreamedDataset, check_finite_rows, streamed
 
 X_KEYS = ("x", "X", "features", "data", "inputs")
 Y_KEYS = ("y", "Y", "targets", "target", "labels", "label")
@@ -188,33 +191,131 @@ def _looks_integer(values: list[str]) -> bool:
 
 
 def load_image_folder(root: str | os.PathLike, *, size: tuple[int, int] | None = None,
-                      grayscale: bool = False) -> ArrayDataset:
+                      grayscale: bool = False, lazy: bool = False, num_workers: int = 0) -> ArrayDataset:
     """Images under ``root/<class name>/*.png`` (one sub-folder per class, classes sorted by name) as float
     tensors in [0, 1] of shape C x H x W. All images are resized to ``size`` (H, W); without it they must share
-    the first image's size."""
-    from PIL import Image, UnidentifiedImageError
+    the first image's size.
 
+    ``lazy=True`` streams: only the file list and the labels are read now, and each image is decoded when a batch
+    needs it (by ``num_workers`` worker processes during training); a file that is unreadable or of another size
+    is then reported when it is reached."""
     base = _existing(root, "image folder", directory=True)
     classes = sorted(d.name for d in base.iterdir() if d.is_dir())
     if not classes:
         raise ValueError(f"{base}: no class sub-folders; expected {base}/<class>/<image>")
-    xs, ys = [], []
+    files, ys = [], []
     for label, cls in enumerate(classes):
-        files = sorted(f for f in (base / cls).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("L" if grayscale else "RGB")
-                    if size is not None:
-                        im = im.resize((size[1], size[0]))
-                    arr = np.asarray(im, dtype=np.float32) / 255.0
-            except (UnidentifiedImageError, OSError) as e:
-                raise ValueError(f"{f}: not a readable image ({e})") from None
-            arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-            if xs and arr.shape != xs[0].shape:
-                raise ValueError(f"{f}: image shape {arr.shape[1:]} differs from {xs[0].shape[1:]}; pass size=(H, W)")
-            xs.append(arr)
-            ys.append(label)
-    if not xs:
+        found = sorted(f for f in (base / cls).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        files += found
+        ys += [label] * len(found)
+    if not files:
         raise ValueError(f"{base}: no images found (allowed suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return ArrayDataset(np.stack(xs), np.array(ys, dtype=np.int64), class_names=classes, name=base.name)
+    first = _read_image(files[0], size, grayscale)
+    labels = np.array(ys, dtype=np.int64)
+    if lazy:
+        def fetch(ix: np.ndarray) -> np.ndarray:
+            return np.stack([_read_image(files[i], size, grayscale, first.shape) for i in ix])
+        return StreamedDataset(Rows(fetch, len(files), first.shape), labels, class_names=classes, name=base.name,
+                               num_workers=num_workers)
+    xs = [first] + [_read_image(f, size, grayscale, first.shape) for f in files[1:]]
+    return ArrayDataset(np.stack(xs), labels, class_names=classes, name=base.name)
+
+
+def _read_image(f: Path, size: tuple[int, int] | None, grayscale: bool,
+                shape: tuple[int, ...] | None = None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(f) as im:
+            im = im.convert("L" if grayscale else "RGB")
+            if size is not None:
+                im = im.resize((size[1], size[0]))
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{f}: not a readable image ({e})") from None
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    if shape is not None and arr.shape != shape:
+        raise ValueError(f"{f}: image shape {arr.shape[1:]} differs from {shape[1:]}; pass size=(H, W)")
+    return arr
+
+
+def load_npy(x_path: str | os.PathLike, y_path: str | os.PathLike, *, in_memory: bool | None = None,
+             mmap: bool = False, task: str | None = None, num_workers: int = 0) -> ArrayDataset:
+    """Features from the ``.npy`` file ``x_path`` (one row per example) and targets from ``y_path``.
+
+    ``in_memory``: True loads the features; False streams them (a :class:`StreamedDataset`); None (default)
+    streams when the features take more than ``STREAM_ABOVE_BYTES`` (1 GiB) as float32. Streamed rows are read
+    with positional reads of the file (the OS caches hot pages), which reserve no address space for the whole
+    file, so a process under a memory limit can stream a file larger than the limit; ``mmap=True`` reads them
+    through ``np.load(mmap_mode='r')`` instead (the whole file mapped). Floating-point features are checked for
+    NaN and Inf in one chunked pass. Targets are loaded in memory."""
+    xp, yp = _existing(x_path, ".npy file"), _existing(y_path, ".npy file")
+    for p in (xp, yp):
+        with open(p, "rb") as fh:
+            if fh.read(6) != NPY_MAGIC:
+                raise ValueError(f"{p} is not a .npy file (no NUMPY header); save arrays with numpy.save")
+    reader = NpyRows(xp)
+    y = np.load(yp, allow_pickle=False)
+    if len(y) != reader.n:
+        raise ValueError(f"features and targets differ in length: {reader.n} rows in {xp.name} but {len(y)} in "
+                         f"{yp.name}")
+    if in_memory is None:
+        in_memory = reader.n * int(np.prod(reader.row_shape, dtype=np.int64)) * 4 <= STREAM_ABOVE_BYTES
+    if in_memory:
+        return ArrayDataset(np.load(xp, allow_pickle=False), y, task=task, name=xp.stem)  # type: ignore[arg-type]
+    if mmap:
+        return streamed(np.load(xp, mmap_mode="r", allow_pickle=False), y, task=task, name=xp.stem,  # type: ignore
+                        num_workers=num_workers)
+    rows = Rows(reader.read, reader.n, reader.row_shape)
+    if reader.dtype.kind == "f":
+        check_finite_rows(rows)
+    return StreamedDataset(rows, y, task=task, name=xp.stem, num_workers=num_workers)  # type: ignore[arg-type]
+
+
+class NpyRows:
+    """Rows of a C-ordered ``.npy`` file read by position (``os.pread``), one read per run of consecutive rows; each
+    process (DataLoader workers too) opens the file once."""
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)
+            try:
+                shape, fortran, dtype = header(fh)
+            except ValueError as e:
+                raise ValueError(f"{path}: unreadable .npy header ({e})") from None
+            self.offset = fh.tell()
+        if fortran or dtype.hasobject or len(shape) < 1 or shape[0] == 0:
+            raise ValueError(f"{path}: streaming needs a non-empty C-ordered numeric array; got shape {shape}, "
+                             f"dtype {dtype}, fortran_order={fortran}")
+        self.path, self.dtype, self.n, self.row_shape = path, dtype, int(shape[0]), tuple(int(d) for d in shape[1:])
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * dtype.itemsize
+        need = self.offset + self.n * self.row_bytes
+        if os.path.getsize(path) < need:
+            raise ValueError(f"{path}: the header promises {need} bytes but the file has {os.path.getsize(path)}; "
+                             "it is truncated")
+        self._fd: tuple[int, int] | None = None
+
+    def _descriptor(self) -> int:
+        if self._fd is None or self._fd[0] != os.getpid():
+            self._fd = (os.getpid(), os.open(self.path, os.O_RDONLY))
+        return self._fd[1]
+
+    def read(self, ix: np.ndarray) -> np.ndarray:
+        fd, order = self._descriptor(), np.argsort(ix, kind="stable")
+        wanted = ix[order]
+        out = np.empty((len(ix), self.row_bytes), dtype=np.uint8)
+        start = 0
+        while start < len(wanted):              # one read per run of consecutive rows
+            end = start + 1
+            while end < len(wanted) and wanted[end] == wanted[end - 1] + 1:
+                end += 1
+            buf = os.pread(fd, (end - start) * self.row_bytes, self.offset + int(wanted[start]) * self.row_bytes)
+            out[start:end] = np.frombuffer(buf, dtype=np.uint8).reshape(end - start, self.row_bytes)
+            start = end
+        if not np.array_equal(wanted, ix):          # back to the order asked for
+            rows = np.empty_like(out)
+            rows[order] = out
+            out = rows
+        return out.view(self.dtype).reshape(len(ix), *self.row_shape).astype(np.float32, copy=False)

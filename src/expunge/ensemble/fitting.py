@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.datasets import ArrayDataset, resolve
+from ..devices import check_precision, model_device, move, run_precision, run_scope, target_device
 from ..methods._common import fresh_initialisation
 from ..methods.base import output_size
 from ..provenance import stamp
@@ -86,7 +87,7 @@ def member_batches(base: ArrayDataset, rows: torch.Tensor, seeds: Sequence[int],
     def plan(epoch: int, g: torch.Generator) -> list[Batch]:
         if epoch == 0:
             gens[:] = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        order = torch.stack([torch.randperm(n, generator=gk) for gk in gens])
+        order = torch.stack([torch.randperm(n, generator=gk, device="cpu") for gk in gens])
         idx = rows.gather(1, order)
         return [Batch({"data": Part(base, i, p)})
                 for i, p in zip(idx.split(batch_size, 1), order.split(batch_size, 1))]
@@ -168,7 +169,8 @@ def check_seeds(seeds: Sequence[int], members: int | None = None) -> list[int]:
 
 
 def train(template: nn.Module, data: MemberData, *, seeds: Sequence[int], masks: Any = None,
-          init: Callable[[], nn.Module] | None = None, hold_memory: bool = True, **recipe: Any) -> Ensemble:
+          init: Callable[[], nn.Module] | None = None, hold_memory: bool = True, device: Any = None,
+          precision: str | None = None, **recipe: Any) -> Ensemble:
     """Train ``len(seeds)`` models of ``template``'s architecture together; ``template`` is left untouched.
 
     Member k is re-initialised under ``seeds[k]`` itself, as ``expunge.model(..., seed=seeds[k])`` initialises a
@@ -180,22 +182,26 @@ def train(template: nn.Module, data: MemberData, *, seeds: Sequence[int], masks:
     member k matches: ``expunge.train(fresh, its data, seed=seeds[k], **recipe)`` with ``fresh`` the same
     initialisation (``expunge.model(name, data, seed=seeds[k])`` for the built-in architectures).
     Each member's record carries the recipe, its seed and the ensemble's wall time divided by K.
-    ``hold_memory``: see :func:`fit_members`.
+    ``hold_memory``: see :func:`fit_members`. ``device`` and ``precision``: as for ``expunge.train`` (default:
+    ``template``'s device); the ensemble lives there.
     """
     if not isinstance(template, nn.Module):
         raise TypeError(f"template must be a torch nn.Module; got {type(template).__name__}")
+    target = target_device(device, template)
+    precision = check_precision(run_precision(precision), target)
     Recipe.from_dict(recipe)
     seeds = check_seeds(seeds)
     base, rows = member_rows(data, len(seeds), masks)
     r = Recipe.for_task(base.task, recipe)   # the task's defaults, as expunge.train
     if base.task == "classification":
-        k = output_size(template, base.x[rows[0, :1]])
+        k = output_size(template, move(base.x[rows[0, :1]], model_device(template)))
         top = int(base.y[rows].max())
         if top >= k:
             raise ValueError(f"the data has label {top} but the model has only {k} outputs (labels 0..{k - 1})")
     start = time.perf_counter()
-    starts = [fresh_initialisation(template, s, init) for s in seeds]
-    ens = _fit_rows(starts, base, rows, seeds, r, "ensemble train", hold_memory)
+    starts = [fresh_initialisation(template, s, init).to(target) for s in seeds]
+    with run_scope(target, precision):
+        ens = _fit_rows(starts, base, rows, seeds, r, "ensemble train", hold_memory)
     seconds = (time.perf_counter() - start) / len(seeds)
     ens.records = [stamp(m, template, recipe=r.to_dict(), task=base.task, data_fingerprint=None, seed=s,
                          init_seed=s, auxiliary_seeds={}, seconds=seconds, method=None, method_args={},

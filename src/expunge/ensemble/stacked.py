@@ -24,6 +24,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.utils.data import Dataset, Subset
 
 from ..data.datasets import ArrayDataset, fingerprint, resolve
+from ..devices import model_device, move
 from ..provenance import Provenance, provenance, stamp
 
 
@@ -115,13 +116,15 @@ class Ensemble(nn.Module):
 
     @torch.no_grad()
     def predict(self, dataset: Dataset, *, batch_size: int = 1024) -> torch.Tensor:
-        """Every member's raw outputs (logits for classification) on every example of ``dataset``: ``[K, N, C]``."""
+        """Every member's raw outputs (logits for classification) on every example of ``dataset``: ``[K, N, C]``, as
+        a CPU tensor; each batch runs on the ensemble's device."""
         base, idx = resolve(dataset)
+        device = model_device(self)
         was_training = self.training
         self.eval()
-        outs = [self(base.x[chunk], shared=True) for chunk in idx.split(batch_size)]
+        outs = [self(move(base.x[chunk], device), shared=True) for chunk in idx.split(batch_size)]
         self.train(was_training)
-        return torch.cat(outs, dim=1) if outs else torch.empty(len(self), 0)
+        return torch.cat(outs, dim=1).cpu() if outs else torch.empty(len(self), 0)
 
     def member(self, i: int) -> nn.Module:
         """Member ``i`` as an ordinary model (the template's class), with its own copy of its weights and its

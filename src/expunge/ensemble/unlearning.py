@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.datasets import resolve
+from ..devices import check_precision, run_precision, run_scope, target_device
 from ..methods import base as registry
 from ..methods._common import fresh_initialisation
 from ..methods.base import Method, check_request, clone, public_args
@@ -41,18 +42,22 @@ VECTORISED = ("retrain", "finetune")
 
 def unlearn(originals: nn.Module | Sequence[nn.Module], *, forget: Dataset | Sequence[Dataset],
             retain: Dataset | Sequence[Dataset] | None = None, method: str = "finetune", seeds: Sequence[int],
-            hold_memory: bool = True, **args: Any) -> Ensemble:
+            hold_memory: bool = True, device: Any = None, precision: str | None = None, **args: Any) -> Ensemble:
     """Unlearn with ``method`` once per seed and return the K results as an :class:`Ensemble`.
 
     ``originals``: one model (used for every member) or one per seed; ``forget`` and ``retain``: one dataset for
     all members or one per member (over one base dataset). The originals are left untouched. ``args`` are the
-    method's arguments; ``hold_memory``: see :func:`~expunge.ensemble.fitting.fit_members`.
+    method's arguments; ``hold_memory``: see :func:`~expunge.ensemble.fitting.fit_members`. ``device`` and
+    ``precision``: as for ``expunge.unlearn`` (default: the first original's device); the ensemble lives there.
     """
     if not isinstance(method, str):
         raise TypeError(f"method must be a method name; got {type(method).__name__}")
     seeds = check_seeds(seeds)
     k = len(seeds)
     models = _per_member(originals, k, "originals")
+    target = target_device(device, models[0]) if isinstance(models[0], nn.Module) else None
+    if target is not None:
+        precision = check_precision(run_precision(precision), target)
     forgets = _per_member(forget, k, "forget")
     retains = _per_member(retain, k, "retain")
     m = registry.get(method)(**args)
@@ -67,10 +72,14 @@ def unlearn(originals: nn.Module | Sequence[nn.Module], *, forget: Dataset | Seq
     starts, recipe = _vectorised_starts(m, models, seeds, retains)
     if starts is None:
         log.info("ensemble unlearn: %s runs member by member", m.name)
-        outs = [m.unlearn(o, forget=f, retain=r, seed=s) for o, f, r, s in zip(models, forgets, retains, seeds)]
+        with run_scope(target, precision):
+            outs = [m.unlearn(o, forget=f, retain=r, seed=s, device=target)
+                    for o, f, r, s in zip(models, forgets, retains, seeds)]
         return Ensemble(outs, seeds=seeds)
     base, rows = member_rows(retains, k)
-    ens = _fit_rows(starts, base, rows, seeds, recipe, f"ensemble {m.name}", hold_memory)
+    starts = [s.to(target) for s in starts]
+    with run_scope(target, precision):
+        ens = _fit_rows(starts, base, rows, seeds, recipe, f"ensemble {m.name}", hold_memory)
     seconds = (time.perf_counter() - start) / k
 
     def fresh(s: int) -> dict[str, Any]:   # an oracle's record names its own initialisation, as retrain's does

@@ -9,10 +9,24 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data.datasets import ArrayDataset, features, resolve, targets
+from ..data.datasets import ArrayDataset, concatenated, features, first_rows, is_streamed, resolve, targets
+from ..devices import model_device, move
 from ..per_sample import eval_mode
 from ..training import Plan, batches, supervised, task_loss
 
+
+#: methods that run on streamed data (``expunge.data.StreamedDataset``): they read batches as they train, and their
+#: results equal those on the same data in memory; the others read whole forget or retain sets and refuse it
+STREAMING_METHODS = frozenset({"boundary_expand", "finetune", "gradient_ascent", "l1_sparse", "neggrad_plus",
+                               "random_label", "retrain", "scrub", "ssd"})
+
+
+def check_streaming(method: str, forget: Dataset, retain: Dataset | None) -> None:
+    """Refuse, before any work, a method that reads whole sets when the data is streamed."""
+    if method not in STREAMING_METHODS and any(d is not None and len(d) and is_streamed(d)  # type: ignore[arg-type]
+                                               for d in (forget, retain)):
+        raise ValueError(f"method {method!r} reads whole data sets into memory and the data is streamed "
+                         f"(in_memory=False); methods that stream: {', '.join(sorted(STREAMING_METHODS))}")
 
 def supervised_on(part: str, task: str, kind: str = "auto", sign: float = 1.0):
     """loss_fn: ``sign * loss(model(x), y)`` on one named part of the batch."""
@@ -24,13 +38,16 @@ def random_other_labels(y: torch.Tensor, num_classes: int, generator: torch.Gene
     """A uniformly random label for each example, never its true one."""
     if num_classes < 2:
         raise ValueError("random relabelling needs at least two classes")
-    shift = torch.randint(1, num_classes, y.shape, generator=generator)
+    shift = torch.randint(1, num_classes, y.shape, generator=generator, device=y.device)
     return (y + shift) % num_classes
 
 
 def relabelled_union(forget: Dataset, retain: Dataset, new_forget_y: torch.Tensor) -> ArrayDataset:
-    """One in-memory dataset: the forget set with ``new_forget_y`` followed by the retain set."""
+    """One dataset: the forget set with ``new_forget_y`` followed by the retain set (in memory, or streamed when
+    either is streamed: rows read from the two sets, the labels in memory)."""
     base, _ = resolve(retain)
+    if is_streamed(forget) or is_streamed(retain):
+        return concatenated([forget, retain], torch.cat([new_forget_y.to(base.y.dtype), targets(retain)]))
     x = torch.cat([features(forget), features(retain)])
     y = torch.cat([new_forget_y.to(base.y.dtype), targets(retain)])
     return ArrayDataset(x, y, task=base.task)
@@ -62,7 +79,7 @@ def random_label_plan(forget: Dataset, retain: Dataset, batch_size: int, num_cla
 def num_outputs(model: nn.Module, dataset: Dataset) -> int:
     from .base import output_size
 
-    return output_size(model, features(dataset)[:1])
+    return output_size(model, move(first_rows(dataset), model_device(model)))
 
 
 def squared_distance(model: nn.Module, anchor: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -84,9 +101,13 @@ def fresh_initialisation(model: nn.Module, seed: int, init: Callable[[], nn.Modu
     Uses each module's ``reset_parameters``; a parameter no module resets would keep its trained value (and the
     oracle would remember the forget set), so that is refused: pass ``init=`` (a function building a fresh model)
     for such architectures.
+
+    The fresh weights are drawn on the CPU and then moved to ``model``'s device, so a seed gives the same
+    initialisation on every device.
     """
     import copy
 
+    device = model_device(model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         if init is not None:
@@ -98,8 +119,8 @@ def fresh_initialisation(model: nn.Module, seed: int, init: Callable[[], nn.Modu
             if want != got:
                 raise ValueError("init() built a model whose parameters differ from the original's "
                                  f"(first difference: {sorted(set(want.items()) ^ set(got.items()))[:1]})")
-            return fresh
-        fresh = copy.deepcopy(model)
+            return fresh.to(device)
+        fresh = copy.deepcopy(model).to("cpu")
         covered: set[int] = set()
         for m in fresh.modules():
             reset = getattr(m, "reset_parameters", None)
@@ -112,7 +133,7 @@ def fresh_initialisation(model: nn.Module, seed: int, init: Callable[[], nn.Modu
         if missed:
             raise ValueError(f"cannot re-initialise parameter(s) {missed[:3]}: no module resets them. "
                              "Pass init=<function returning a freshly initialised model> to retrain")
-        return fresh
+        return fresh.to(device)
 
 
 def final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -146,9 +167,10 @@ def ce_gradient(model: nn.Module, data: Dataset, params: dict[str, nn.Parameter]
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     grads = {n: torch.zeros_like(p) for n, p in params.items()}
     x, y = features(data), targets(data)
+    device = model_device(model)
     with eval_mode(model):
         for xs, ys in zip(x.split(chunk), y.split(chunk)):
-            loss = F.cross_entropy(model(xs), ys, reduction="sum")
+            loss = F.cross_entropy(model(move(xs, device)), move(ys, device), reduction="sum")
             if mean:
                 loss = loss / len(x)
             for n, g in zip(params, torch.autograd.grad(loss, list(params.values()), allow_unused=True)):

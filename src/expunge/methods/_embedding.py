@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data.datasets import features
+from ..data.datasets import features, first_rows
+from ..devices import model_device, move
 from ..per_sample import eval_mode
 
 
@@ -36,6 +37,7 @@ def final_linear_of(model: nn.Module, probe: torch.Tensor, *, method: str,
     """The ``nn.Linear`` whose output is the model's output on ``probe`` (the model's last layer) and its dotted
     name, found with forward hooks on one forward pass in eval mode; ValueError naming ``allowed`` when there is
     none, or when that layer runs more than once per forward pass."""
+    probe = move(probe, model_device(model))
     calls: list[tuple[nn.Module, torch.Tensor]] = []
     handles = [m.register_forward_hook(lambda mod, inputs, out: calls.append((mod, out)))
                for m in model.modules() if isinstance(m, nn.Linear)]
@@ -135,11 +137,12 @@ def embed_all(model: nn.Module, split: Split, data: Dataset, *, batch_size: int 
     model.eval()
     try:
         with torch.no_grad():
-            return torch.cat([embed(model, split, x) for x in features(data).split(batch_size)])
+            device = model_device(model)
+            return torch.cat([embed(model, split, move(x, device)) for x in features(data).split(batch_size)])
     finally:
         model.train(was_training)
 
 
 def probe_of(data: Dataset) -> torch.Tensor:
     """One example of ``data`` (features only), batched, for finding a model's split."""
-    return features(data)[:1]
+    return first_rows(data)

@@ -70,9 +70,9 @@ def forget_first_union(forget: Dataset, retain: Dataset, fraction: float, genera
     """The forget set followed by a random ``fraction`` of the retain set, features only (targets are dummies that
     are never read); positions below the returned count are forget examples."""
     xf, xr = features(forget), features(retain)
-    keep = torch.randperm(len(xr), generator=generator)[:max(1, int(round(fraction * len(xr))))]
+    keep = torch.randperm(len(xr), generator=generator, device="cpu")[:max(1, int(round(fraction * len(xr))))]
     x = torch.cat([xf, xr[keep.sort().values]])
-    return ArrayDataset(x, torch.zeros(len(x), dtype=torch.long), task="classification"), len(xf)
+    return ArrayDataset(x, torch.zeros(len(x), dtype=torch.long, device="cpu"), task="classification"), len(xf)
 
 
 @register
@@ -108,7 +108,8 @@ class BadTeacher(Method):
         def loss_fn(m: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
             part = batch["data"]
             x = part.x
-            target = teacher_mix(competent(x), incompetent(x), part.positions < n_forget, a.temperature)
+            target = teacher_mix(competent(x), incompetent(x), (part.positions < n_forget).to(x.device),
+                                 a.temperature)
             log_student = F.log_softmax(m(x) / a.temperature, dim=1)
             return F.kl_div(log_student, target, reduction="batchmean")
 

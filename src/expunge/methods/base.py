@@ -32,7 +32,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.datasets import resolve
+from ..devices import model_device, move
 from ..provenance import provenance, stamp
+from ..threads import scope as thread_scope
 from ..sparsity import apply_masks, carried_masks
 from ..training import DivergenceError, Recipe, pin_weights
 
@@ -114,8 +116,9 @@ class Method:
 
     # -- the verb ---------------------------------------------------------------------------------------------
     def unlearn(self, model: nn.Module, *, forget: Dataset, retain: Dataset | None = None,
-                seed: int = 0) -> nn.Module:
-        """Return a new model that has forgotten ``forget``; ``model`` is left untouched."""
+                seed: int = 0, device: torch.device | None = None) -> nn.Module:
+        """Return a new model that has forgotten ``forget``; ``model`` is left untouched. The new model, and every
+        tensor the method builds, lives on ``device`` (default: ``model``'s device)."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
         check_request(model, forget, retain, self)
@@ -123,13 +126,14 @@ class Method:
         if dense_sparsity and provenance(model).sparse:
             raise ValueError(f"method {self.name!r}: {PRUNE_DENSE}= prunes a dense original, and this one is "
                              "already sparse (it carries a mask from sparsify); leave it out")
-        work = clone(model)
+        work = clone(model) if device is None else clone(model).to(device)
         start = time.perf_counter()
         masks = carried_masks(work) or prune_in_place(work, dense_sparsity)
         self._weight_masks, self._mask_hooks = masks, []
         try:
             self.masked(work)
-            out = self.run(work, forget, retain, seed)
+            with thread_scope():            # expunge's thread count for the whole method; the caller's restored
+                out = self.run(work, forget, retain, seed)
         finally:
             for handle in self._mask_hooks:
                 handle.remove()
@@ -320,6 +324,9 @@ def check_request(model: nn.Module, forget: Dataset, retain: Dataset | None, met
         raise ValueError("the forget set is empty; nothing would be forgotten")
     fbase, fidx = resolve(forget)
     task = fbase.task
+    from ._common import check_streaming
+
+    check_streaming(method.name, forget, retain)
     if task not in method.tasks:
         raise ValueError(f"method {method.name!r} supports {', '.join(method.tasks)} tasks; the data is {task}")
     if retain is not None:
@@ -334,7 +341,7 @@ def check_request(model: nn.Module, forget: Dataset, retain: Dataset | None, met
     elif method.needs.retain:
         raise ValueError(f"method {method.name!r} needs retain data; pass retain=...")
     if task == "classification" and method.needs.labels:
-        k = output_size(model, fbase.x[fidx[:1]])
+        k = output_size(model, move(fbase.x[fidx[:1]], model_device(model)))
         checked = (("forget", forget),) if method.needs.forget_labels else ()
         for name, data in checked + (("retain", retain),):   # a set whose labels the method never reads is not read
             if data is None or len(data) == 0:  # type: ignore[arg-type]
@@ -354,12 +361,12 @@ def check_result(model: nn.Module, forget: Dataset, retain: Dataset | None, meth
                 bad = int((~torch.isfinite(t)).sum())
                 raise DivergenceError(f"method {method!r} returned a model whose {kind} {name} has {bad} non-finite "
                                       "value(s); lower its learning rate or the size of its change (e.g. alpha)")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     for what, data in (("forget", forget), ("retain", retain)):
         if data is None or len(data) == 0:  # type: ignore[arg-type]
             continue
         base, idx = resolve(data)
-        x = base.x[idx[:PROBE_SIZE]].to(device)
+        x = move(base.x[idx[:PROBE_SIZE]], device)
         x = x[torch.isfinite(x.reshape(len(x), -1)).all(1)]   # judge the model, not non-finite inputs
         if len(x) == 0:
             continue

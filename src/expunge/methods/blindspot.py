@@ -117,7 +117,7 @@ def union_with_flags(forget: Dataset, retain: Dataset) -> tuple[ArrayDataset, in
     set's targets are replaced by zeros: they are never read."""
     base, _ = resolve(retain)
     xf, xr, yr = features(forget), features(retain), targets(retain)
-    yf = torch.zeros((len(xf),) + tuple(yr.shape[1:]), dtype=yr.dtype)
+    yf = torch.zeros((len(xf),) + tuple(yr.shape[1:]), dtype=yr.dtype, device=yr.device)
     return ArrayDataset(torch.cat([xf, xr]), torch.cat([yf, yr]), task=base.task), len(xf)
 
 
@@ -161,8 +161,8 @@ class Blindspot(Method):
 
         def loss_fn(m: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
             part = batch["data"]
-            is_f = part.positions < n_forget
             x = part.x
+            is_f = (part.positions < n_forget).to(x.device)
             out, acts = ours.run(m, x)
             loss = out.new_zeros(())
             coeff = float(is_f.float().mean())

@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 
 from ..training import Batch, StepContext, batches, fit, pin_weights
 from ._embedding import final_linear_of, probe_of
+from ..devices import model_device, move
 from .base import Method, Needs, TrainArgs, output_size, register
 
 
@@ -57,9 +58,9 @@ def widened(layer: nn.Linear, seed: int) -> nn.Linear:
     """A copy of ``layer`` with one more output: the original rows copied, the new (last) row freshly initialised
     under ``seed``."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+        torch.manual_seed(int(seed))      # drawn on the CPU, then moved: the same row on every device
         wide = nn.Linear(layer.in_features, layer.out_features + 1, bias=layer.bias is not None,
-                         device=layer.weight.device, dtype=layer.weight.dtype)
+                         dtype=layer.weight.dtype, device="cpu").to(layer.weight.device)
     with torch.no_grad():
         wide.weight[:-1] = layer.weight
         if layer.bias is not None:
@@ -90,7 +91,7 @@ class BoundaryExpand(Method):
 
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         a = self.args
-        probe = probe_of(forget)
+        probe = move(probe_of(forget), model_device(model))
         name, layer = final_linear_of(model, probe, method=self.name)
         k = output_size(model, probe)
         wide = widened(layer, seed)
@@ -103,7 +104,7 @@ class BoundaryExpand(Method):
 
         def loss_fn(m: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
             out = m(batch["forget"].x)
-            return F.cross_entropy(out, torch.full((len(out),), k, dtype=torch.long))
+            return F.cross_entropy(out, torch.full((len(out),), k, dtype=torch.long, device=out.device))
 
         fit(net, batches(forget, a.batch_size, name="forget"), recipe=a.recipe(), task="classification", seed=seed,
             name=self.name, loss_fn=loss_fn, step_hooks=self._wide_pins(name))

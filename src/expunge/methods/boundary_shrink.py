@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.datasets import features, targets
+from ..devices import model_device, move
 from ..training import Batch, StepContext, batches, fit
 from .base import Method, Needs, TrainArgs, register
 
@@ -93,8 +94,10 @@ def neighbour_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chun
     was_training = model.training
     model.eval()
     labels, hits = [], 0
+    device = model_device(model)
     try:
         for xs, ys in zip(x.split(chunk), y.split(chunk)):
+            xs, ys = move(xs, device), move(ys, device)
             adv = adversarial_inputs(model, xs, ys, **attack)  # type: ignore[arg-type]
             with torch.no_grad():
                 logits = model(adv)

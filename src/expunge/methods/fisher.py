@@ -66,6 +66,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.datasets import features, targets, task_of
+from ..devices import model_device, move
 from ..per_sample import eval_mode, iter_per_sample_grads, trainable
 from ._common import final_linear
 from .base import Method, Needs, output_size, register
@@ -110,10 +111,12 @@ def diagonal_fisher(model: nn.Module, data: Dataset, kind: str = "true",
     if kind == "empirical":
         _accumulate(total, model, x, targets(data), None, chunk_size)
     else:   # the expectation over the model's own prediction: no label is read
+        device = model_device(model)
         with torch.no_grad(), eval_mode(model):
-            probs = torch.cat([F.softmax(model(xs), dim=-1) for xs in x.split(512)])
+            probs = torch.cat([F.softmax(model(move(xs, device)), dim=-1) for xs in x.split(512)])
         for c in range(probs.shape[1]):
-            _accumulate(total, model, x, torch.full((len(x),), c, dtype=torch.long), probs[:, c], chunk_size)
+            _accumulate(total, model, x, torch.full((len(x),), c, dtype=torch.long, device=probs.device), probs[:, c],
+                        chunk_size)
     return {n: t / len(x) for n, t in total.items()}
 
 
@@ -128,7 +131,7 @@ def noise_distribution(model: nn.Module, fisher: dict[str, torch.Tensor], *, alp
     ``forget_classes`` set to mean 0, variance 1e-4; ×10 for the head and every 1-D parameter."""
     _, head = final_linear(model)
     head_ids = {id(p) for p in head.parameters()}
-    rows = torch.as_tensor(list(forget_classes), dtype=torch.long)
+    rows = torch.as_tensor(list(forget_classes), dtype=torch.long, device=model_device(model))
     out = {}
     for name, p in trainable(model).items():
         is_head = id(p) in head_ids
@@ -186,7 +189,7 @@ class FisherForgetting(Method):
         the head found is the model's output layer."""
         a = self.args
         name, head = final_linear(model)
-        k = output_size(model, features(forget)[:1])
+        k = output_size(model, move(features(forget)[:1], model_device(model)))
         if head.out_features != k:
             raise ValueError(f"the output layer found ({name or 'the model'}: {head.out_features} outputs) does "
                              f"not produce the model's {k} outputs; put the output layer in `model.head`")
@@ -206,5 +209,6 @@ class FisherForgetting(Method):
         with torch.no_grad():
             for name, p in trainable(model).items():
                 mean, var = dist[name]
-                p.copy_(mean + var.sqrt() * torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device))
+                noise = torch.randn(p.shape, generator=g, dtype=p.dtype, device="cpu")   # the same on every device
+                p.copy_(mean + var.sqrt() * noise.to(p.device))
         return model

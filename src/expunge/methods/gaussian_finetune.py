@@ -47,7 +47,7 @@ def gaussian_targets(forget: Dataset, retain: Dataset, seed: int) -> torch.Tenso
     y = torch.cat([yf, yr]).double()
     mean, std = y.mean(0), (y.std(0) if len(y) > 1 else torch.zeros_like(y[0]))
     g = torch.Generator().manual_seed(int(seed))
-    noise = torch.randn(yf.shape, generator=g, dtype=torch.float64)
+    noise = torch.randn(yf.shape, generator=g, dtype=torch.float64, device="cpu")
     return (mean + std * noise).to(yf.dtype)
 
 

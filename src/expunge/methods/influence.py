@@ -173,7 +173,7 @@ def retain_sample(retain: Dataset, max_samples: int | None, seed: int) -> tuple[
     x, y = features(retain), targets(retain)
     if max_samples is None or max_samples >= len(x):
         return x, y
-    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(seed)))[:max_samples]
+    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(seed)), device="cpu")[:max_samples]
     return x[pick], y[pick]
 
 

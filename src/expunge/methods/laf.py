@@ -157,7 +157,9 @@ class LAF(Method):
         a = self.args
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            vae = EmbeddingVAE(embeddings.shape[1], a.latent_dim)
+            with torch.device("cpu"):             # drawn on the CPU, then moved: the same VAE on every device
+                vae = EmbeddingVAE(embeddings.shape[1], a.latent_dim)
+        vae = vae.to(embeddings.device)
 
         def loss_fn(v: nn.Module, batch: Batch, ctx: StepContext) -> torch.Tensor:
             e = embeddings[batch["data"].positions]

@@ -83,7 +83,7 @@ def score_gradient(model: nn.Module, forget: Dataset, retain: Dataset, names: li
     parameters in ``names``; R' is a random subset of ``retain`` as large as ``forget``."""
     named = dict(model.named_parameters())
     params = {n: named[n] for n in names}
-    sub = Subset(retain, torch.randperm(len(retain), generator=generator)[:len(forget)].tolist())
+    sub = Subset(retain, torch.randperm(len(retain), generator=generator, device="cpu")[:len(forget)].tolist())
     g_r, g_f = ce_gradient(model, sub, params, mean=True), ce_gradient(model, forget, params, mean=True)
     return {n: g_r[n] - g_f[n] for n in names}
 
@@ -93,25 +93,28 @@ def smallest_fraction_masks(scores: dict[str, torch.Tensor], rate: float) -> dic
     masks = {}
     for name, s in scores.items():
         flat = s.flatten()
-        keep = torch.zeros(flat.numel(), dtype=torch.bool)
+        keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
         keep[torch.argsort(flat, stable=True)[:int(round(rate * flat.numel()))]] = True
         masks[name] = keep.reshape(s.shape)
     return masks
 
 
 def reinitialise(model: nn.Module, masks: dict[str, torch.Tensor], generator: torch.Generator) -> None:
-    """Replace the masked entries of each named weight by a Kaiming normal (fan_out, ReLU) draw."""
+    """Replace the masked entries of each named weight by a Kaiming normal (fan_out, ReLU) draw (drawn on the CPU
+    from ``generator``, then moved to the weight's device)."""
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, m in masks.items():
-            fresh = torch.empty_like(params[name])
+            p = params[name]
+            fresh = torch.empty(p.shape, dtype=p.dtype, device="cpu")
             nn.init.kaiming_normal_(fresh, mode="fan_out", nonlinearity="relu", generator=generator)
-            params[name].copy_(torch.where(m, fresh, params[name]))
+            p.copy_(torch.where(m, fresh.to(p.device), p))
 
 
 def gradient_scales(masks: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
     """1 at re-initialised entries, ``scale`` at the kept ones (for ``training.mask_gradients``)."""
-    return {n: torch.where(m, torch.ones((), dtype=torch.float32), torch.tensor(scale)) for n, m in masks.items()}
+    return {n: torch.where(m, torch.ones((), dtype=torch.float32, device=m.device),
+                           torch.tensor(scale, device=m.device)) for n, m in masks.items()}
 
 
 @register

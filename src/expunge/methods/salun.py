@@ -64,7 +64,7 @@ def top_fraction_mask(scores: dict[str, torch.Tensor], ratio: float) -> dict[str
     together; ties are broken by position, so the mask holds exactly round(ratio · total) entries."""
     flat = torch.cat([s.flatten() for s in scores.values()])
     k = int(round(ratio * flat.numel()))
-    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     keep[torch.argsort(flat, descending=True, stable=True)[:k]] = True
     masks, start = {}, 0
     for name, s in scores.items():

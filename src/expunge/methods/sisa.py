@@ -35,11 +35,11 @@ class Sisa(Method):
     grid: dict[str, list[Any]] = {}
 
     def unlearn(self, model: nn.Module, *, forget: Dataset, retain: Dataset | None = None,
-                seed: int = 0) -> nn.Module:
+                seed: int = 0, device: torch.device | None = None) -> nn.Module:
         if not isinstance(model, SISAEnsemble):
             raise ValueError("sisa unlearns a SISA ensemble; build one with expunge.exact.sisa.SISA(shards=..., "
                              f"slices=...).fit(model, train) and unlearn that (got a {type(model).__name__})")
-        return super().unlearn(model, forget=forget, retain=retain, seed=seed)
+        return super().unlearn(model, forget=forget, retain=retain, seed=seed, device=device)
 
     def run(self, model: nn.Module, forget: Dataset, retain: Dataset | None, seed: int) -> nn.Module:
         assert isinstance(model, SISAEnsemble)

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.datasets import targets
+from ..devices import model_device, move
 from ..training import Source
 from ._common import relabelled_union
 from .base import Method, Needs, register
@@ -49,11 +50,12 @@ def importance(model: nn.Module, data: Dataset, batch_size: int, seed: int) -> d
     src = Source(data)
     chunks = src.order(torch.Generator().manual_seed(int(seed))).split(batch_size)
     was_training = model.training
+    device = model_device(model)
     model.eval()
     try:
         for chunk in chunks:
             part = src.part(chunk)
-            loss = F.cross_entropy(model(part.x), part.y)
+            loss = F.cross_entropy(model(move(part.x, device)), move(part.y, device))
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
             for n, g in zip(params, grads):
                 if g is not None:

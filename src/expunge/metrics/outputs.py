@@ -7,21 +7,24 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.datasets import resolve
+from ..devices import model_device, move
 from ..training import regression_output
 from .scores import confidence
 
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 1024) -> torch.Tensor:
-    """Raw outputs (logits for classification) of ``model`` on every example of ``dataset``, in order."""
+    """Raw outputs (logits for classification) of ``model`` on every example of ``dataset``, in order, as a CPU
+    tensor; each batch runs on the model's device."""
     base, idx = resolve(dataset)
+    device = model_device(model)
     was_training = model.training
     model.eval()
-    outs = [model(base.x[chunk]) for chunk in idx.split(batch_size)] if len(idx) else []
+    outs = [model(move(base.x[chunk], device)) for chunk in idx.split(batch_size)] if len(idx) else []
     model.train(was_training)
     if not outs:
         return torch.empty(0)
-    return torch.cat(outs)
+    return torch.cat(outs).cpu()
 
 
 def true_class_confidence(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

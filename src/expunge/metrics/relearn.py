@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.datasets import resolve
+from ..devices import model_device, move
 from ..training import Recipe, StopTraining, batches, fit
 from .outputs import per_example_loss
 
@@ -58,9 +59,10 @@ def forget_loss(model: nn.Module, data: Dataset, *, batch_size: int = 1024) -> f
         raise ValueError("cannot measure a loss on an empty dataset")
     was_training = model.training
     model.eval()
-    total = 0.0
+    total, device = 0.0, model_device(model)
     for chunk in idx.split(batch_size):
-        total += float(per_example_loss(model(base.x[chunk]), base.y[chunk], base.task).sum())
+        out = model(move(base.x[chunk], device))
+        total += float(per_example_loss(out, move(base.y[chunk], device), base.task).sum())
     model.train(was_training)
     return total / len(idx)
 
