@@ -148,3 +148,9 @@ def test_prune_dense_then_recover_keeps_weights_at_zero(contract):
     from expunge.methods.base import prunable
     w = torch.cat([p.detach().flatten() for p in prunable(out).values()])
     assert float((w == 0).float().mean()) >= 0.5
+
+
+def test_a_bad_model_argument_is_named_even_after_a_good_one():
+    train, _ = expunge.data.digits()
+    with pytest.raises(ValueError, match=r"dropout=1.5 is not allowed"):
+        expunge.model("mlp", train, hidden=[64], dropout=1.5)

@@ -26,17 +26,16 @@ def _check_model_args(name: str, kwargs: dict[str, Any]) -> None:
     """The built-in models' arguments, checked by type and range; ValueError listing what is allowed."""
     if name not in MODEL_ARGS:
         return                                    # build_model names the allowed models
+    count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1
+    valid = {"hidden": lambda v: isinstance(v, (list, tuple)) and all(count(h) for h in v),
+             "dropout": lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v < 1,
+             "width": count}
     allowed = {"mlp": ("hidden", "dropout"), "cnn": ("width",), "resnet18": ("width",)}[name]
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise ValueError(f"model {name!r} has no argument {unknown[0]!r}; allowed: {MODEL_ARGS[name]}")
-    count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1
-    hidden = kwargs.get("hidden", [1])
-    dropout = kwargs.get("dropout", 0.0)
-    width = kwargs.get("width", 1)
-    if not (isinstance(hidden, (list, tuple)) and all(count(h) for h in hidden)) or not count(width) or \
-            isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        bad = next(k for k in allowed if k in kwargs)
+    bad = next((k for k in allowed if k in kwargs and not valid[k](kwargs[k])), None)
+    if bad is not None:
         raise ValueError(f"model {name!r}: {bad}={kwargs[bad]!r} is not allowed; expected {MODEL_ARGS[name]}")
 
 

@@ -275,7 +275,7 @@ def bench(config: Path = typer.Argument(..., help="Benchmark YAML file (see exam
                                                     "out": str(out_dir.resolve()), "engine": engine}) as run_id:
                 outcome = run_bench(spec, out=out_dir, engine=runner, progress=True, report=report,
                                     retry_failed=retry_failed)
-                permanent = list(getattr(outcome, "permanent", []))      # failures that a rerun would repeat
+                permanent = list(outcome.permanent)      # failures that a rerun would repeat
                 failed = outcome.failures + permanent
                 db.log_metrics(run_id, {"wall_seconds": outcome.wall_seconds, "jobs_run": outcome.ran,
                                         "jobs_reused": outcome.reused, "jobs_failed": len(failed)})

@@ -125,11 +125,6 @@ def move(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def precision() -> str:
-    """The training precision of the current run (``fp32`` outside :func:`run_scope`)."""
-    return _precision.get()
-
-
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA when the current run asks for it; a no-op otherwise."""
     if _precision.get() == "bf16" and device.type == "cuda":

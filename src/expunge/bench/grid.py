@@ -129,7 +129,7 @@ def _original(b: _Builder, setup: Setup, seed: int) -> str:
     spec = {"data": setup.data, "model": setup.model, "recipe": setup.recipe, "seed": seed}
     if setup.sparse:   # only then: dense setups keep their job keys
         spec["sparse"] = setup.sparse
-    if getattr(setup, "device", "cpu") != "cpu":   # only then: CPU setups keep their job keys
+    if setup.device != "cpu":   # only then: CPU setups keep their job keys
         spec["device"] = setup.device
     return b.add("original", spec, {}, {"setup": setup.label, "seed": seed})
 

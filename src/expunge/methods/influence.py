@@ -207,7 +207,7 @@ class Influence(Method):
         m, p = len(x), v.numel()
         if 4 * m * p + 8 * min(m, p) ** 2 <= a.in_memory_mb * 2 ** 20:
             grads = per_sample_grads(model, x, y, task=task_of(retain), chunk_size=a.chunk_size)
-            step, residual = woodfisher_inverse_vp(grads, v, a.damping), 0.0
+            step, iterations, residual = woodfisher_inverse_vp(grads, v, a.damping), 0, 0.0
             del grads
         else:
             step, iterations, residual = woodfisher_solve(model, x, y, v, a.damping, task=task_of(retain),
