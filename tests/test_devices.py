@@ -243,8 +243,15 @@ def test_methods_create_no_tensor_on_the_default_device(originals, name):
     cls = registered()[name]
     if "classification" in cls.tasks:
         model, f, r = models["cnn" if cls.requires_conv else "mlp"], forget, retain
-    else:
+    elif "regression" in cls.tasks:
         model, f, r = models["regression"], rforget, rretain
+    else:                                   # language methods: the conformance suite's tiny task (or its override)
+        pytest.importorskip("transformers")
+        from tests.conformance.test_language_methods import LM_TASK_OVERRIDES
+        from tests.lm_helpers import tiny_moe_task, tiny_qa_task
+
+        task = tiny_moe_task() if name in LM_TASK_OVERRIDES else tiny_qa_task()   # the override is the MoE task
+        model, f, r = task.original, task.forget, task.retain
     args = ARGS.get(name, FAST)
     args = {k: v for k, v in args.items() if k in {fld for fld in cls.Args.__dataclass_fields__}}
     with DefaultDeviceFactories() as guard:

@@ -81,6 +81,13 @@ def check_outputs(model: nn.Module, data: Dataset) -> None:
     base, idx = resolve(data)
     if len(idx) == 0:
         return
+    if base.task == "language":
+        vocab = getattr(model, "vocab_size", None)
+        top = int(base.x[idx].max())
+        if vocab is not None and top >= vocab:
+            raise ValueError(f"the text data has token id {top} but the model's vocabulary has {vocab} tokens; "
+                             "encode the data with the model's own tokenizer")
+        return
     try:
         k = output_size(model, move(first_rows(data), model_device(model)))
     except RuntimeError as e:
@@ -107,7 +114,9 @@ def train(model: nn.Module, data: Dataset, *, seed: int = 0, device: Any = None,
     momentum, weight_decay, schedule, warmup, clip_grad_norm, loss). Those left out take the task's defaults
     (:meth:`~expunge.training.Recipe.for_task`): 30 epochs of SGD at lr 0.05 with momentum 0.9, weight decay 5e-4,
     cosine decay and batches of 64; for regression the gradient norm is also clipped at 5, so targets in the tens
-    or hundreds train without diverging. The recipe actually used is recorded on the returned model so that
+    or hundreds train without diverging; language models (text data, :mod:`expunge.lm`) take AdamW with warmup
+    and clipping (``training.TASK_DEFAULTS["language"]``), and a transformers model is returned wrapped as an
+    ``expunge.lm.CausalLM`` with the data's tokenizer. The recipe actually used is recorded on the returned model so that
     ``unlearn(..., method="retrain")`` trains the oracle the same way.
 
     ``device``: where to train (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``; default: the one
@@ -116,6 +125,7 @@ def train(model: nn.Module, data: Dataset, *, seed: int = 0, device: Any = None,
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
+    model = _language_model(model, data)
     target = target_device(device, model)
     precision = check_precision(run_precision(precision), target)
     Recipe.from_dict(recipe)   # bad settings are refused before the data is read
@@ -144,6 +154,7 @@ def unlearn(model: nn.Module, *, forget: Dataset, retain: Dataset | None = None,
     if not isinstance(method, str):
         raise TypeError(f"method must be a method name; got {type(method).__name__}")
     if isinstance(model, nn.Module):
+        model = _language_model(model, forget)
         target = target_device(device, model)
         precision = check_precision(run_precision(precision), target)
     chosen = registry.get(method)(**args)
@@ -155,6 +166,18 @@ def unlearn(model: nn.Module, *, forget: Dataset, retain: Dataset | None = None,
         return chosen.unlearn(model, forget=forget, retain=retain, seed=seed)   # refuses it with a TypeError
     with run_scope(target, precision):
         return chosen.unlearn(model, forget=forget, retain=retain, seed=seed, device=target)
+
+
+def _language_model(model: nn.Module, data: Dataset) -> nn.Module:
+    """A transformers or peft causal LM wrapped as an ``expunge.lm.CausalLM`` with ``data``'s tokenizer; any other
+    model as given (transformers is imported only when the model comes from it)."""
+    from .lm.models import is_language_model
+
+    if not is_language_model(model):
+        return model
+    from .lm.models import as_language_model
+
+    return as_language_model(model, data)
 
 
 def methods() -> dict[str, MethodInfo]:

@@ -109,11 +109,15 @@ def _check_store(path: Path | None) -> None:
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("expunge-demo"), "--out", help="Directory for report.md, report.html, results.json."),
+def demo(out: Optional[Path] = typer.Option(None, "--out", help="Directory for report.md, report.html, results.json "
+                                                             "(default expunge-demo, or expunge-demo-lm with --task "
+                                                             "lm)."),
+         task: str = typer.Option("digits", "--task", help="digits (default: classifiers on scikit-learn's digits) "
+                                                          "or lm (a language model on the fictitious authors)."),
          seeds: int = typer.Option(1, "--seeds", help="Number of seeds (mean ± std over seeds)."),
          methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated method names, or 'all'."),
-         model: str = typer.Option("mlp", "--model", help="mlp (default) or cnn (runs the methods that need "
-                                                          "convolution layers too)."),
+         model: Optional[str] = typer.Option(None, "--model", help="mlp (default) or cnn (runs the methods that need "
+                                                                   "convolution layers too); digits only."),
          epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the original's training epochs."),
          tune: bool = typer.Option(False, "--tune", help="Tune each method first (quick, against the oracle of "
                                                         "another forget set) instead of using presets."),
@@ -121,26 +125,49 @@ def demo(out: Path = typer.Option(Path("expunge-demo"), "--out", help="Directory
          threads: Optional[int] = ThreadsOption,
          device: str = DeviceOption,
          store: Optional[Path] = StoreOption) -> None:
-    """Digits: original -> oracle -> every method, random-10% and class-wise forgetting; prints the table."""
+    """Digits: original -> oracle -> every method, random-10% and class-wise forgetting; prints the table. With
+    --task lm: a language model on the fictitious authors, forgetting 5% of them."""
+    if task not in ("digits", "lm"):
+        raise ValueError(f"--task {task!r} is not allowed; expected digits or lm")
+    if task == "lm" and model is not None:
+        raise ValueError("--model applies to the digits demo; the language demo trains its own Llama model")
     _use_threads(threads)
     _use_device(device)
-    from .demo import check_options, run_demo
     from .report import aggregate, report_tier, text_table
     from .tuning import quick_budget
 
-    check_options(seeds=seeds, methods=methods, model=model, epochs=epochs)   # bad options: nothing recorded
+    if task == "lm":
+        from .lm.demo import check_options as check_lm, run_demo as run_lm
+
+        check_lm(seeds=seeds, methods=methods, epochs=epochs)       # bad options: nothing recorded
+        model = "lm"
+    else:
+        from .demo import check_options, run_demo
+
+        model = model or "mlp"
+        check_options(seeds=seeds, methods=methods, model=model, epochs=epochs)
     quick_budget(tune, trials)
+    out = out if out is not None else Path("expunge-demo-lm" if task == "lm" else "expunge-demo")
     _writable_dir(out, "--out")
     _check_store(store)
-    _echo(f"expunge demo: scikit-learn digits, {model.upper()}; original -> oracle (retrain) -> methods")
+    if task == "lm":
+        _echo("expunge demo: fictitious authors, a Llama model trained here; original -> oracle (retrain) -> methods")
+    else:
+        _echo(f"expunge demo: scikit-learn digits, {model.upper()}; original -> oracle (retrain) -> methods")
     with RunStore(store) as db, db.run("demo", "demo", params={"out": str(out), "seeds": seeds,
                                                                "methods": methods or "default",
-                                                               "model": model}) as run_id:
-        progress = lambda title, seed, r: _echo(f"  [{title}, seed {seed}] {r.method}: "
-                                                + (r.error or f"Avg.Gap {r.scores.get('avg_gap', float('nan')):.2f}"
-                                                   f" in {r.scores.get('seconds', 0):.2f}s"))
-        result = run_demo(out, seeds=seeds, methods=methods, model=model, epochs=epochs, on_result=progress,
-                          tune=tune, trials=trials, on_message=_echo)
+                                                               "model": model, "task": task}) as run_id:
+        def progress(title, seed, r):
+            gap = r.scores.get("avg_gap", float("nan"))
+            _echo(f"  [{title}, seed {seed}] {r.method}: "
+                  + (r.error or f"Avg.Gap {gap:.2f} in {r.scores.get('seconds', 0):.2f}s"))
+
+        if task == "lm":
+            result = run_lm(out, seeds=seeds, methods=methods, epochs=epochs, on_result=progress, tune=tune,
+                            trials=trials, on_message=_echo)
+        else:
+            result = run_demo(out, seeds=seeds, methods=methods, model=model, epochs=epochs, on_result=progress,
+                              tune=tune, trials=trials, on_message=_echo)
         for name, why in result["skipped"].items():
             _echo(f"  skipped {name}: {why}")
         for title, comps in result["sections"].items():

@@ -8,10 +8,20 @@ data: {name: digits, test_fraction: 0.2}     # or {npz: f.npz} / {csv: f.csv, ta
 model: {name: mlp, args: {hidden: [128, 64]}}
 train: {epochs: 30, lr: 0.05}                # fields of expunge.Recipe
 forget: {fraction: 0.1}                      # or {classes: [3]} / {indices: [1, 2]} / {groups: [17]}
+                                             # / {group_fraction: 0.05}: a seeded share of the data's groups
 method: finetune
 args: {epochs: 5, lr: 0.01}                  # the method's arguments; or auto: a quick tuning (expunge.tuning)
 tuning: {trials: 8}                          # optional, with args: auto: its budget
 ```
+
+Language models (task ``language``): ``data: {name: authors, args: {n_authors: 200}}`` (the fictitious-authors
+corpus; the holdout authors are the test set) or ``data: {jsonl: f.jsonl, tokenizer: dir, group_key: author,
+test_fraction: 0.1, max_length: 128}`` (question/answer or text records; a seeded ``test_fraction`` of the groups,
+or of the rows without ``group_key``, is held out); ``model: {name: llama, args: {hidden: 128}}`` (or ``moe``; the
+default on text data) or ``model: {path: dir}`` (a transformers causal LM saved in a local directory, trained from
+its weights by ``train``). ``train`` fills what it leaves out with the language task's defaults
+(``training.TASK_DEFAULTS["language"]``). Forget whole authors with ``forget: {group_fraction: 0.05}`` or
+``forget: {groups: [...]}``.
 
 Errors name the key path (``config error at train.lr: ...``). ``key.sub=value`` overrides (values parsed as YAML)
 are applied before validation. Numbers read the way they are written (``1e-3`` is a float, as in YAML 1.2). A file
@@ -33,13 +43,15 @@ from .data.builtin import BUILTIN, FIXED_TEST_SPLIT
 from .models import MODELS
 from .training import MAX_EPOCHS, Recipe
 
-DATA_SOURCES = ("name", "npz", "csv", "images")
+DATA_SOURCES = ("name", "npz", "csv", "images", "jsonl")
+LANGUAGE_DATA = ("authors",)           # built-in text corpora (expunge.data.authors)
+LANGUAGE_MODELS = ("llama", "moe")     # language-model configurations built from scratch (expunge.lm)
 STANDARDISE = ("none", "features", "targets", "both")
 MAX_YAML_BYTES = 1_000_000
 MAX_YAML_DEPTH = 64
 MAX_YAML_NODES = 100_000
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+=-]{0,127}")
-FORGET_KINDS = ("fraction", "classes", "indices", "groups")
+FORGET_KINDS = ("fraction", "classes", "indices", "groups", "group_fraction")
 TOP_KEYS = ("name", "seed", "data", "model", "train", "forget", "method", "args", "tuning", "out")
 
 
@@ -215,9 +227,11 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> Experime
         raise ConfigError(unknown[0], f"unknown key; allowed: {', '.join(TOP_KEYS)}")
     data = _section(raw, "data", required=True)
     _parse_data(data, base_dir)
-    model = _section(raw, "model", default={"name": "mlp"})
-    _parse_model(model)
-    train = _parse_train(_section(raw, "train", default={}))
+    task = data_task(data)
+    model = _section(raw, "model", default={"name": "llama" if task == "language" else "mlp"})
+    _parse_model(model, base_dir)
+    check_model_for_data(model, task)
+    train = _parse_train(_section(raw, "train", default={}), task)
     forget = _section(raw, "forget", required=True)
     _parse_forget(forget)
     method = raw.get("method", "finetune")
@@ -259,16 +273,92 @@ def _source(data: dict[str, Any]) -> tuple[str, Any]:
     return given[0], data[given[0]]
 
 
+def data_task(data: dict[str, Any]) -> str | None:
+    """``"language"`` for a text source (``name: authors``, ``jsonl``); None when the data decides (tables, images)."""
+    return "language" if data.get("name") in LANGUAGE_DATA or "jsonl" in data else None
+
+
+def check_model_for_data(model: dict[str, Any], task: str | None) -> None:
+    """Text data needs a language model (``llama``, ``moe`` or a ``path``), and a language model needs text data."""
+    language_model = "path" in model or model.get("name") in LANGUAGE_MODELS
+    if task == "language" and not language_model:
+        raise ConfigError("model.name", f"text data needs a language model: {', '.join(LANGUAGE_MODELS)} or "
+                                        f"model.path (a local transformers model directory); got {model.get('name')!r}")
+    if task != "language" and language_model:
+        what = f"model.name {model['name']}" if "name" in model else "model.path"
+        raise ConfigError("model.path" if "path" in model else "model.name",
+                          f"{what} is a language model and needs text data (data.name authors or data.jsonl)")
+
+
+def _parse_language_data(data: dict[str, Any], kind: str, value: Any, base_dir: Path) -> None:
+    """``name: authors`` (with ``args`` of ``expunge.data.authors``) or ``jsonl`` with ``tokenizer``, ``group_key``,
+    ``test_fraction`` and ``max_length``."""
+    if kind == "name":
+        import inspect
+
+        from .data.authors import authors
+
+        allowed = [k for k in inspect.signature(authors).parameters]
+        for bad in ("test_fraction", "tokenizer", "group_key", "max_length"):
+            if bad in data:
+                raise ConfigError(f"data.{bad}", f"does not apply to data.name {value} (its args are: "
+                                                 f"{', '.join(allowed)})")
+        args = data.get("args", {})
+        if not isinstance(args, dict):
+            raise ConfigError("data.args", "expected a mapping")
+        for key in args:
+            if key not in allowed:
+                raise ConfigError(f"data.args.{key}", f"unknown argument of data.name {value}; allowed: "
+                                                      f"{', '.join(allowed)}")
+        return
+    tok = data.get("tokenizer")
+    if tok is None:
+        raise ConfigError("data.tokenizer", "a JSONL source needs a tokenizer: a local directory written by "
+                                            "save_pretrained (e.g. the model's directory)")
+    if not isinstance(tok, str):
+        raise ConfigError("data.tokenizer", f"expected a directory path; got {tok!r}")
+    p = Path(tok) if Path(tok).is_absolute() else base_dir / tok
+    if not p.is_dir():
+        raise ConfigError("data.tokenizer", f"directory not found: {p}")
+    data["tokenizer"] = str(p)
+    if "group_key" in data and not isinstance(data["group_key"], str):
+        raise ConfigError("data.group_key", f"expected the name of a record key (e.g. author); got "
+                                            f"{data['group_key']!r}")
+    ml = data.get("max_length")
+    if ml is not None and (isinstance(ml, bool) or not isinstance(ml, int) or ml < 2):
+        raise ConfigError("data.max_length", f"expected an integer >= 2; got {ml!r}")
+    for key in ("args", "target", "groups", "size", "grayscale", "task", "standardise"):
+        if key in data:
+            raise ConfigError(f"data.{key}", "does not apply to data.jsonl (allowed: jsonl, tokenizer, group_key, "
+                                             "test_fraction, max_length)")
+
+
 def _parse_data(data: dict[str, Any], base_dir: Path) -> None:
     allowed = set(DATA_SOURCES) | {"test_fraction", "args", "target", "groups", "size", "grayscale", "task",
-                                   "standardise"}
+                                   "standardise", "tokenizer", "group_key", "max_length"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"data.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
     kind, value = _source(data)
+    if data_task(data) == "language":
+        if kind == "jsonl":
+            p = Path(str(value))
+            p = p if p.is_absolute() else base_dir / p
+            if not p.is_file():
+                raise ConfigError("data.jsonl", f"file not found: {p}")
+            data["jsonl"] = str(p)
+        _parse_language_data(data, kind, value, base_dir)
+        tf = data.get("test_fraction", 0.2)
+        if isinstance(tf, bool) or not isinstance(tf, (int, float)) or not 0 < tf < 1:
+            raise ConfigError("data.test_fraction", f"expected a number strictly between 0 and 1; got {tf!r}")
+        return
+    for key in ("tokenizer", "group_key", "max_length"):
+        if key in data:
+            raise ConfigError(f"data.{key}", "applies to text data only (data.jsonl)")
     if kind == "name":
         if value not in BUILTIN:
-            raise ConfigError("data.name", f"unknown built-in dataset {value!r}; allowed: {', '.join(BUILTIN)}")
+            raise ConfigError("data.name", f"unknown built-in dataset {value!r}; allowed: "
+                                           f"{', '.join(BUILTIN + LANGUAGE_DATA)}")
         if value in FIXED_TEST_SPLIT and "test_fraction" in data:
             raise ConfigError("data.test_fraction", f"{value} comes with its own test set (10,000 images); "
                                                     "remove test_fraction")
@@ -322,17 +412,43 @@ def _parse_data(data: dict[str, Any], base_dir: Path) -> None:
         data["standardise"] = std
 
 
-def _parse_model(model: dict[str, Any]) -> None:
-    unknown = sorted(set(model) - {"name", "args"})
+def _parse_model(model: dict[str, Any], base_dir: Path = Path(".")) -> None:
+    unknown = sorted(set(model) - {"name", "args", "path"})
     if unknown:
-        raise ConfigError(f"model.{unknown[0]}", "unknown key; allowed: name, args")
-    if model.get("name") not in MODELS:
-        raise ConfigError("model.name", f"unknown model {model.get('name')!r}; allowed: {', '.join(MODELS)}")
+        raise ConfigError(f"model.{unknown[0]}", "unknown key; allowed: name, args, path")
+    if "path" in model:
+        if "name" in model or model.get("args"):
+            bad = "name" if "name" in model else "args"
+            raise ConfigError(f"model.{bad}", "give model.path (a local model directory) or model.name with args, "
+                                              "not both")
+        if not isinstance(model["path"], str):
+            raise ConfigError("model.path", f"expected a directory path; got {model['path']!r}")
+        p = Path(model["path"]) if Path(model["path"]).is_absolute() else base_dir / model["path"]
+        if not (p / "config.json").is_file():
+            raise ConfigError("model.path", f"{p} is not a model directory (no config.json; write one with "
+                                            "save_pretrained)")
+        model["path"] = str(p)
+        model.pop("args", None)
+        return
+    if model.get("name") not in MODELS + LANGUAGE_MODELS:
+        raise ConfigError("model.name", f"unknown model {model.get('name')!r}; allowed: "
+                                        f"{', '.join(MODELS + LANGUAGE_MODELS)}, or model.path")
     if not isinstance(model.setdefault("args", {}), dict):
         raise ConfigError("model.args", "expected a mapping")
+    if model["name"] in LANGUAGE_MODELS:
+        import inspect
+
+        from . import lm
+
+        builder = getattr(lm, model["name"])
+        allowed = [k for k in inspect.signature(builder).parameters if k not in ("tokenizer", "seed")]
+        for key in model["args"]:
+            if key not in allowed:
+                raise ConfigError(f"model.args.{key}", f"unknown argument of {model['name']}; allowed: "
+                                                       f"{', '.join(allowed)}")
 
 
-def _parse_train(train: dict[str, Any]) -> Recipe:
+def _parse_train(train: dict[str, Any], task: str | None = None) -> Recipe:
     names = [f.name for f in dataclasses.fields(Recipe)]
     for key, value in train.items():
         if key not in names:
@@ -340,7 +456,10 @@ def _parse_train(train: dict[str, Any]) -> Recipe:
     from .methods.base import parse_args
 
     try:
-        return parse_args(Recipe, train, where="training setting")
+        recipe = parse_args(Recipe, train, where="training setting")
+        if task == "language":     # what the config leaves out takes the language task's defaults
+            recipe = Recipe.for_task("language", {k: getattr(recipe, k) for k in train})
+        return recipe
     except (ValueError, TypeError) as e:
         bad = next((k for k in train if f" {k}=" in f" {e}"), None)
         raise ConfigError(f"train.{bad}" if bad else "train", str(e)) from None
@@ -357,8 +476,9 @@ def _parse_forget(forget: dict[str, Any]) -> None:
     seed = forget.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError("forget.seed", f"expected an integer >= 0; got {seed!r}")
-    if kind == "fraction" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1):
-        raise ConfigError("forget.fraction", f"expected a number strictly between 0 and 1; got {value!r}")
+    if kind in ("fraction", "group_fraction") and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                                   or not 0 < value < 1):
+        raise ConfigError(f"forget.{kind}", f"expected a number strictly between 0 and 1; got {value!r}")
     if kind in ("classes", "indices") and (not isinstance(value, list) or not value
                                            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
         raise ConfigError(f"forget.{kind}", f"expected a non-empty list of integers; got {value!r}")
@@ -411,5 +531,6 @@ def _check_method(method: str, args: dict[str, Any]) -> None:
             if key.endswith("epochs") and isinstance(value, int) and value > MAX_EPOCHS:
                 raise ValueError(f"method {method!r}: {key}={value} is not allowed; expected at most {MAX_EPOCHS}")
     except (ValueError, TypeError) as e:
-        bad = next((k for k in args if f"argument {k}" in str(e) or f"{k}=" in str(e)), None)
+        bad = next((k for k in args if f"argument {k}" in str(e) or f"{k}=" in str(e)
+                    or f": {k} " in str(e)), None)
         raise ConfigError(f"args.{bad}" if bad else "args", str(e)) from None

@@ -15,6 +15,9 @@ the test examples ``test_acc`` covers (on retain without ``test``).
 Regression: ``forget_mae``, ``retain_mae``, ``test_mae``, ``mia_efficacy`` (loss-based), with a reference
 ``w1_to_reference`` (Wasserstein-1 between the two models' forget-set predictions) and the ``gap_*`` of each.
 
+Language models (text data): :func:`expunge.lm.evaluate.evaluate_language` (TOFU and MUSE scores, text membership
+attacks, gaps to the oracle; its module docstring defines every key).
+
 Both: ``seconds`` (the model's recorded wall time) and, with a reference, ``rte`` = seconds as % of the
 reference's; ``evidence_tier`` = 0 (accuracies and a population attack: this cannot show that the model is
 indistinguishable from the oracle).
@@ -80,7 +83,8 @@ def tier_statement(tier: float | int) -> str:
 def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Dataset | None = None,
              reference: nn.Module | None = None, forgotten_classes: Iterable[int] | None = None,
              seed: int = 0, oracles: nn.Module | None = None, evidence: Any = None,
-             device: Any = None) -> dict[str, float]:
+             device: Any = None, world: Dataset | None = None, documents: Dataset | None = None,
+             max_examples: int | None = None) -> dict[str, float]:
     """Score ``model`` on the forget, retain and test sets; with ``reference`` (the oracle), also the gaps.
 
     ``forgotten_classes`` defaults to the classes of a class-wise forget request made by ``split_forget``.
@@ -88,6 +92,11 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
     audit's numbers and tier (see the module docstring). Returns a flat dict of floats.
     ``device``: where the models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``; default: each where it
     is); a model elsewhere is copied there, the caller's models are not moved.
+
+    Language models (text data): the TOFU and MUSE scores of :func:`expunge.lm.evaluate.evaluate_language`, with
+    ``test`` the holdout set (membership attacks, PrivLeak), ``world`` the world-facts utility set, ``documents``
+    forget-set documents (VerbMem), ``max_examples`` a cap on the rows scored per set, and ``oracles`` a list of
+    K >= 2 oracle language models (per-fact tier-1 scores).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
@@ -97,6 +106,16 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
         reference = _on(reference, target) if isinstance(reference, nn.Module) else reference
         oracles = _on(oracles, target) if isinstance(oracles, nn.Module) else oracles
     task = resolve(forget)[0].task
+    if task == "language":
+        from .lm.evaluate import evaluate_language
+
+        if forgotten_classes is not None or evidence is not None:
+            raise ValueError("forgotten_classes= and evidence= apply to classifiers; the data is text")
+        return evaluate_language(model, forget=forget, retain=retain, test=test, world=world, reference=reference,
+                                 documents=documents, oracles=oracles, max_examples=max_examples, seed=seed)
+    if world is not None or documents is not None or max_examples is not None:
+        raise ValueError("world=, documents= and max_examples= apply to the language task; the data is "
+                         f"{task} data")
     classes = _forgotten_classes(forget, forgotten_classes)
     scores = _scores(model, forget, retain, test, task, classes, seed)
     if reference is not None:

@@ -6,6 +6,8 @@ the run store; ``compare_methods`` trains the original and the oracle once and r
 """
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,8 +15,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from . import api
 from .config import ExperimentConfig
@@ -35,6 +38,12 @@ class Prepared:
     forget: Dataset
     retain: Dataset
     template: nn.Module
+    world: Dataset | None = None        # language task: the world-facts utility set (scored, always retained)
+
+    @property
+    def scoring(self) -> dict[str, Any]:
+        """Extra arguments of ``evaluate`` for this data (the language task's ``world`` set)."""
+        return scoring_sets(self.train, self.world)
 
 
 @dataclass
@@ -62,6 +71,11 @@ FLOOR_SEED_OFFSET = 10_000   # the noise-floor oracle retrains under seed + this
 
 def _load_split(spec: dict[str, Any], seed: int) -> tuple[Dataset, Dataset]:
     tf = spec.get("test_fraction", 0.2)
+    if spec.get("name") == "authors":
+        corpus = _authors_corpus(json.dumps(spec.get("args", {}), sort_keys=True))
+        return corpus.train, corpus.holdout
+    if "jsonl" in spec:
+        return _load_jsonl(spec, tf, seed)
     if "name" in spec:
         return load_builtin(spec["name"], test_fraction=tf, seed=seed, **spec.get("args", {}))
     if "npz" in spec:
@@ -97,6 +111,83 @@ def _split_file_data(full: ArrayDataset, test_fraction: float, seed: int) -> tup
     return pick(np.sort(tr)), pick(np.sort(te))
 
 
+@functools.lru_cache(maxsize=2)
+def _authors_corpus(args_json: str):
+    """The fictitious-authors corpus for these arguments (its own ``seed`` argument fixes it, not the run's seed)."""
+    from .data import authors
+
+    return authors(**json.loads(args_json))
+
+
+def _load_jsonl(spec: dict[str, Any], test_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """``(train, test)`` TextDatasets from a JSONL file: a seeded ``test_fraction`` of its groups (``group_key``),
+    or of its rows without one, held out as the test set (the non-members of the membership attacks)."""
+    from .data.text import TextDataset, load_jsonl
+    from .lm.models import _transformers
+
+    tokenizer = _transformers().AutoTokenizer.from_pretrained(spec["tokenizer"], local_files_only=True)
+    full = load_jsonl(spec["jsonl"], tokenizer, group_key=spec.get("group_key"), max_length=spec.get("max_length"))
+    rng = np.random.default_rng(seed)
+    if full.groups is not None:
+        values = np.unique(full.groups.astype(str))
+        held = rng.permutation(values)[:max(1, int(round(test_fraction * len(values))))]
+        test_rows = np.isin(full.groups.astype(str), held)
+        what = f"{len(values)} groups ({spec['group_key']})"
+    else:
+        test_rows = np.zeros(len(full), dtype=bool)
+        test_rows[rng.permutation(len(full))[:max(1, int(round(test_fraction * len(full))))]] = True
+        what = f"{len(full)} records"
+    if test_rows.all() or not test_rows.any():
+        raise ValueError(f"{spec['jsonl']}: test_fraction={test_fraction} of {what} leaves no data to train on")
+
+    def pick(rows: np.ndarray, name: str) -> TextDataset:
+        chosen = np.flatnonzero(rows)
+        return TextDataset([full.records[i] for i in chosen], tokenizer, max_length=spec.get("max_length"),
+                           groups=None if full.groups is None else full.groups[chosen], name=name)
+
+    return pick(~test_rows, full.name), pick(test_rows, f"{full.name} (held out)")
+
+
+def scoring_sets(train: Dataset, world: Dataset | None = None) -> dict[str, Any]:
+    """Extra ``evaluate`` arguments: on text data the world-facts set, given or found as ``train``'s rows of group
+    -1 (the authors corpus marks its world facts so); nothing on other data."""
+    from .data.datasets import resolve
+
+    base, _ = resolve(train)
+    if base.task != "language":
+        return {}
+    if world is None:
+        world = world_facts(train)
+    return {"world": world} if world is not None else {}
+
+
+def world_facts(train: Dataset) -> Dataset | None:
+    """The rows of ``train`` whose group is -1 (the world facts of the authors corpus), or None."""
+    groups = groups_of(train)
+    if groups is None or not np.issubdtype(np.asarray(groups).dtype, np.number):
+        return None
+    rows = np.flatnonzero(np.asarray(groups) == -1)
+    return Subset(train, rows.tolist()) if len(rows) else None
+
+
+def build_template(spec: dict[str, Any], train: Dataset, *, seed: int = 0) -> nn.Module:
+    """The untrained model of a config's ``model`` section: a built-in architecture sized for ``train``, a language
+    model configuration (``llama``, ``moe``) for its tokenizer, or a local transformers model directory (``path``)."""
+    from .config import LANGUAGE_MODELS
+
+    if "path" in spec:
+        from .lm import CausalLM
+
+        return CausalLM.from_pretrained(spec["path"])
+    if spec["name"] in LANGUAGE_MODELS:
+        from . import lm
+        from .data.text import text_base
+
+        base, _ = text_base(train)
+        return getattr(lm, spec["name"])(base.tokenizer, seed=seed, **spec.get("args", {}))
+    return api.model(spec["name"], train, seed=seed, **spec.get("args", {}))
+
+
 def _stratifiable(y: np.ndarray) -> bool:
     return bool(np.unique(y, return_counts=True)[1].min() >= 2)
 
@@ -106,6 +197,9 @@ def make_split(train: Dataset, spec: dict[str, Any], seed: int):
     s = spec.get("seed", seed)
     if "fraction" in spec:
         return split_forget(train, fraction=spec["fraction"], seed=s)
+    if "group_fraction" in spec:
+        chosen = draw_groups(train, spec["group_fraction"], s, avoid=spec.get("avoid", ()))
+        return split_forget(train, where=lambda g: np.isin(g, chosen))
     if "classes" in spec:
         return split_forget(train, classes=spec["classes"])
     if "indices" in spec:
@@ -114,6 +208,34 @@ def make_split(train: Dataset, spec: dict[str, Any], seed: int):
     if groups is None:
         raise ValueError("forget.groups needs per-row groups in the data (data.groups: <CSV column>)")
     return split_forget(train, where=_group_matcher(groups, list(spec["groups"])))
+
+
+def draw_groups(train: Dataset, fraction: float, seed: int, *, avoid: Any = ()) -> np.ndarray:
+    """A seeded share ``fraction`` of ``train``'s groups (``max(1, round(fraction * n))`` of the ``n`` groups; numeric
+    groups below 0, such as the authors corpus's world facts, are never drawn). ``avoid``: ``[fraction, seed]``
+    pairs whose draws are left out of the candidates (a tuning forget set of other authors than the evaluated ones)."""
+    groups = groups_of(train)
+    if groups is None:
+        raise ValueError("forget.group_fraction needs per-row groups in the data (e.g. data.group_key: author)")
+    groups = np.asarray(groups)
+    values = np.unique(groups)
+    if np.issubdtype(values.dtype, np.number):
+        values = values[values >= 0]
+    n = len(values)
+    k = max(1, int(round(fraction * n)))
+    excluded = set()
+    for f, s in avoid:
+        excluded.update(draw_groups(train, f, s).tolist())
+    candidates = np.array([v for v in values if v not in excluded], dtype=values.dtype)
+    if k >= n:
+        raise ValueError(f"forget.group_fraction={fraction} would forget all {n} groups; allowed: a fraction that "
+                         "leaves at least one group to retain")
+    if k > len(candidates):
+        raise ValueError(f"forget.group_fraction={fraction} asks {k} groups, but only {len(candidates)} of {n} are "
+                         "left outside the evaluated forget sets to tune on")
+    g = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(len(candidates), generator=g).numpy()
+    return np.sort(candidates[order[:k]])
 
 
 def _group_matcher(groups: np.ndarray, wanted: list[Any]) -> Callable[[np.ndarray], np.ndarray]:
@@ -144,8 +266,8 @@ def _group_matcher(groups: np.ndarray, wanted: list[Any]) -> Callable[[np.ndarra
 def prepare(cfg: ExperimentConfig) -> Prepared:
     train, test = load_data(cfg.data, cfg.seed)
     forget, retain = make_split(train, cfg.forget, cfg.seed)
-    template = api.model(cfg.model["name"], train, **cfg.model.get("args", {}))
-    return Prepared(train, test, forget, retain, template)
+    template = build_template(cfg.model, train)
+    return Prepared(train, test, forget, retain, template, world_facts(train))
 
 
 def check_experiment(cfg: ExperimentConfig, prepared: Prepared) -> None:
@@ -158,10 +280,24 @@ def check_experiment(cfg: ExperimentConfig, prepared: Prepared) -> None:
         raise ValueError(f"method {cfg.method!r} needs a specially trained original (see its documentation); "
                          "experiment configs train one ordinary model; choose another method")
     if cls.requires_conv and not any(isinstance(m, nn.Conv2d) for m in prepared.template.modules()):
-        raise ValueError(f"method {cfg.method!r} needs convolution layers and model {cfg.model['name']!r} has none; "
+        raise ValueError(f"method {cfg.method!r} needs convolution layers and model "
+                         f"{cfg.model.get('name', cfg.model.get('path'))!r} has none; "
                          "use model.name cnn or resnet18 on image data, or another method")
     api.check_outputs(prepared.template, prepared.train)
+    check_tokenizer(prepared.template, prepared.train)
     check_request(prepared.template, prepared.forget, prepared.retain, cls(**cfg.args))
+
+
+def check_tokenizer(model: nn.Module, train: Dataset) -> None:
+    """A language model read from a directory must come with the tokenizer its text data was encoded with."""
+    from .data.datasets import resolve
+
+    base, _ = resolve(train)
+    own = getattr(model, "tokenizer", None)
+    data = getattr(base, "tokenizer", None)
+    if own is not None and data is not None and own is not data and own.get_vocab() != data.get_vocab():
+        raise ValueError("the data was encoded with another tokenizer than the model's; give data.tokenizer the "
+                         "model's directory")
 
 
 def compare_methods(prepared: Prepared, methods: dict[str, dict[str, Any]], *, recipe: dict[str, Any],
@@ -179,7 +315,7 @@ def compare_methods(prepared: Prepared, methods: dict[str, dict[str, Any]], *, r
         original = api.train(p.template, p.train, seed=seed, **recipe)
     oracle = api.unlearn(original, forget=p.forget, retain=p.retain, method="retrain", seed=seed)
     score = lambda m, ref=oracle: evaluate(m, forget=p.forget, retain=p.retain, test=p.test, reference=ref,
-                                           seed=seed)
+                                           seed=seed, **p.scoring)
     original_scores = score(original)
     original_scores.pop("rte", None)   # the original's training time is not an unlearning cost
     comp = Comparison(scenario, original_scores, score(oracle, None),
@@ -232,7 +368,8 @@ def run_experiment(cfg: ExperimentConfig, *, store: RunStore | None = None, out:
         result = comp.results[0]
         if result.error:
             raise DivergenceError(result.error)
-        model_path = save_model(result.model, out_dir / f"{cfg.method}.safetensors")
+        language = getattr(result.model, "tokenizer", None) is not None    # saved as a transformers directory
+        model_path = save_model(result.model, out_dir / (cfg.method if language else f"{cfg.method}.safetensors"))
         if store and run_id:
             store.log_metrics(run_id, {**result.scores, **{f"oracle_{k}": v for k, v in comp.oracle.items()},
                                        **{f"original_{k}": v for k, v in comp.original.items()},
@@ -254,14 +391,14 @@ def _quick_tuned(cfg: ExperimentConfig, p: Prepared, tset, say: Callable[[str], 
             "running with them")
         return dict(cfg.args), original
     start = time.perf_counter()
-    train_oracle(original, tset, test=p.test, seed=cfg.seed)
+    train_oracle(original, tset, test=p.test, seed=cfg.seed, scoring=p.scoring)
     est = estimate_seconds([cfg.method], tset, cfg.tune_trials, cfg.args)
     say(f"quick tuning of {cfg.method}: {cfg.tune_trials} trial(s) against the oracle of another forget set "
         f"({tset.description}, retrained in {tset.oracle_seconds:.1f}s); about "
         f"{'?' if est is None else f'{est:.0f}'}s more (rough estimate)")
     try:
         result = quick_tune(cfg.method, original, tset, test=p.test, trials=cfg.tune_trials, seed=cfg.seed,
-                            fixed=cfg.args)
+                            fixed=cfg.args, scoring=p.scoring)
     except TuningError as e:
         raise DivergenceError(f"quick tuning found no working arguments: {e}") from None
     say(f"tuned {cfg.method}: {result.best_args} ({result.objective} {result.best_value:.2f} on the tuning set) in "

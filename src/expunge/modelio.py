@@ -12,6 +12,13 @@ sidecar records the weights' SHA-256, and loading checks it, so weights and a si
 Loading checks the safetensors header against the file's size and the declared architecture against the header
 (building it on torch's ``meta`` device, which allocates nothing) before any tensor is allocated, so a sidecar or
 header declaring an enormous layer is refused at once.
+
+Language models (:class:`expunge.lm.CausalLM`) are saved as a directory in transformers' format (``config.json``,
+``model.safetensors``, the tokenizer's files) plus expunge's provenance record and a manifest holding every file's
+SHA-256 (:data:`LM_MANIFEST`). The directory is written complete under a temporary name beside ``path`` and then
+renamed into place; a previous directory at ``path`` is moved aside first and put back if the rename fails, so a
+failure at any step leaves the previous model as it was. Loading a directory checks the manifest (when there is
+one: a directory written by transformers itself has none) and refuses pickle-only weights (``pytorch_model.bin``).
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -31,6 +39,8 @@ from .provenance import Provenance, provenance
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"}
 FORMAT = "expunge-model/1"
+LM_FORMAT = "expunge-lm/1"
+LM_MANIFEST = "expunge_files.json"      # a language-model directory's file checksums, written last
 CHECKSUM = "weights_sha256"
 MAX_HEADER_BYTES = 100 * 2**20      # safetensors' own limit on its JSON header
 MAX_SIDECAR_BYTES = 16 * 2**20
@@ -91,7 +101,9 @@ def _umask() -> int:
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
-    """Save ``model``'s state as ``path`` (safetensors) and its record as the ``.json`` sidecar beside it."""
+    """Save ``model``'s state as ``path`` (safetensors) and its record as the ``.json`` sidecar beside it; a language
+    model (``expunge.lm.CausalLM``) as the directory ``path`` in transformers' format with its tokenizer, its record
+    and a checksum manifest (see the module docstring)."""
     from safetensors.torch import save
 
     path = Path(path)
@@ -99,6 +111,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, extra: dict[str, An
         raise ValueError(f"{path}: expunge saves safetensors files, not pickle checkpoints; use a .safetensors name")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
+    if _is_language_model(model):
+        return _save_language_model(model, path, extra)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     weights = save(state)
     meta = {"format": FORMAT, "provenance": provenance(model).to_dict(), "extra": extra or {},
@@ -269,13 +283,18 @@ def _sha256(path: Path) -> str:
 
 
 def load_model(path: str | os.PathLike, *, into: nn.Module | None = None) -> nn.Module:
-    """Load weights saved by :func:`save_model`.
+    """Load weights saved by :func:`save_model` (a directory: a language model, see :func:`load_language_model`).
 
     ``into``: a model of the same architecture to load them into (it is modified and returned). Without it, the
     architecture is rebuilt from the sidecar, which works for models built by name (``expunge.models``). Shapes
     are checked against the file's header before anything is allocated.
     """
     path = Path(path)
+    if path.is_dir():
+        if into is not None:
+            raise ValueError(f"{path} is a model directory, which rebuilds its model from its config.json; into= "
+                             "applies to .safetensors files")
+        return load_language_model(path)
     header = check_model_files(path)
     meta = read_sidecar(path)
     prov = Provenance.from_dict(meta.get("provenance", {}) if isinstance(meta.get("provenance"), dict) else {})
@@ -324,3 +343,123 @@ def _check_fits(path: Path, want: dict[str, torch.Tensor], header: dict[str, tup
         k = bad[0]
         raise ValueError(f"{path}: tensor {k} has shape {tuple(header[k][1])}, the model expects "
                          f"{tuple(want[k].shape)}")
+
+
+# ------------------------------------------------------------------------------------------ language models
+def _is_language_model(model: nn.Module) -> bool:
+    from .lm.models import is_language_model
+
+    return is_language_model(model)
+
+
+def _save_language_model(model: nn.Module, path: Path, extra: dict[str, Any] | None) -> Path:
+    """``model`` (a CausalLM) as the directory ``path``, written beside it and renamed into place (see the module
+    docstring)."""
+    from .lm.models import CausalLM
+
+    if not isinstance(model, CausalLM):
+        raise TypeError(f"a {type(model).__name__} is saved with its tokenizer: pass expunge.lm.CausalLM(model, "
+                        "tokenizer)")
+    if hasattr(model.hf, "peft_config"):
+        raise ValueError("this model carries LoRA adapters; merge them first (model.hf = "
+                         "model.hf.merge_and_unload()) and save the merged model")
+    if path.suffix.lower() in (".safetensors", ".json"):
+        raise ValueError(f"{path}: a language model is saved as a directory in transformers' format; give a "
+                         f"directory name (e.g. {path.with_suffix('')})")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file; a language model is saved as a directory")
+    if path.is_dir() and any(path.iterdir()) and not _is_model_directory(path):
+        raise ValueError(f"{path} is a directory that holds no saved model (no config.json); refusing to replace "
+                         "it: give a new or empty directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        model.save_pretrained(tmp)
+        files = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        for f in tmp.iterdir():
+            _sync_file(f)
+        manifest = {"format": LM_FORMAT, "extra": extra or {}, "files": files}
+        atomic_write(tmp / LM_MANIFEST, json.dumps(manifest, indent=2, default=str).encode())
+        _replace_directory(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _is_model_directory(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / LM_MANIFEST).is_file()
+
+
+def _replace_directory(new: Path, path: Path) -> None:
+    """Rename the complete directory ``new`` to ``path``; a previous ``path`` is moved aside first and put back
+    if the rename fails, then removed."""
+    old = None
+    if path.exists():
+        old = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.old"
+        os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        if old is not None:
+            os.replace(old, path)
+        raise
+    _sync_dir(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _sync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def check_language_model_files(path: str | os.PathLike) -> dict[str, Any]:
+    """Check a language-model directory without loading it: a ``config.json``, weights that are not only pickle
+    files, and every file the manifest lists present with its recorded SHA-256. Returns the manifest (empty for a
+    directory written by transformers itself); raises ValueError naming the problem."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path}: not a model directory (no config.json); expected a directory written by "
+                         "expunge.save_model or a transformers save_pretrained")
+    names = [f.name for f in path.iterdir() if f.is_file()]
+    if not any(n.endswith(".safetensors") for n in names):
+        pickles = [n for n in names if Path(n).suffix.lower() in PICKLE_SUFFIXES]
+        if pickles:
+            raise ValueError(f"{path}: its weights are pickle files ({pickles[0]}); expunge never unpickles files. "
+                             "Load the model yourself if you trust it and save it with save_pretrained("
+                             "safe_serialization=True)")
+        raise ValueError(f"{path}: holds no .safetensors weights")
+    manifest_path = path / LM_MANIFEST
+    if not manifest_path.is_file():
+        return {}
+    if manifest_path.stat().st_size > MAX_SIDECAR_BYTES:
+        raise ValueError(f"{manifest_path}: {manifest_path.stat().st_size} bytes; a manifest is at most "
+                         f"{MAX_SIDECAR_BYTES} bytes")
+    try:
+        manifest = json.loads(manifest_path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{manifest_path}: not valid JSON ({type(e).__name__}: {e})") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise ValueError(f"{manifest_path}: expected a JSON object with a 'files' mapping")
+    for name, digest in files.items():
+        f = path / str(name)
+        if Path(str(name)).name != name or not f.is_file():
+            raise ValueError(f"{path}: file {name!r} listed in {LM_MANIFEST} is missing; save the model again")
+        if _sha256(f) != digest:
+            raise ValueError(f"{path}: {name} does not match the checksum {LM_MANIFEST} records: the file is "
+                             "corrupt or was changed after saving; save the model again")
+    return manifest
+
+
+def load_language_model(path: str | os.PathLike) -> nn.Module:
+    """A :class:`expunge.lm.CausalLM` from a directory written by :func:`save_model` (checked against its manifest,
+    provenance restored) or by transformers' ``save_pretrained`` with a tokenizer; in eval mode; never downloads."""
+    from .lm.models import CausalLM
+
+    path = Path(path)
+    check_language_model_files(path)
+    model = CausalLM.from_pretrained(path)
+    model.eval()
+    return model

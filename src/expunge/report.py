@@ -7,7 +7,9 @@ noise floor and each method's verdict (:mod:`expunge.verdict`: forgot, kept), an
 warning when the original is degenerate, the floor, the marks for an unstable MIA, and every verdict with its
 reasons. Reports state the forget-set size and caption their plots. Every table shows each row's evidence tier, and
 every report states the tier its methods reach (the lowest among them) with what that tier can and cannot show: a
-tier-0 report says that it cannot show indistinguishability from retraining.
+tier-0 report says that it cannot show indistinguishability from retraining. Language-model rows (scores from
+:func:`expunge.lm.evaluate.evaluate_language`) get their own columns: forget quality, model utility, forget and
+retain answer probability and ROUGE-L, PrivLeak, Avg. Gap, its multiple of the floor, RTE and seconds.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from .evaluate import tier_statement
 from .experiment import Comparison
 from .modelio import atomic_write
 from .verdict import (FLOOR, FORGET_MARGIN, KEEP_MARGIN, ORACLE, ORIGINAL, REFERENCE_ROWS, NoiseFloor, Verdict,
-                      degenerate_original, judge, noise_floor, oracle_pairs)
+                      degenerate_original, judge, noise_floor, oracle_pairs, task_of)
 
 Rows = dict[str, list[dict[str, float]]]
 COLUMNS = [("UA", "ua"), ("RA", "retain_acc"), ("TA", "test_acc"), ("MIA", "mia_efficacy"),
@@ -31,6 +33,11 @@ COLUMNS = [("UA", "ua"), ("RA", "retain_acc"), ("TA", "test_acc"), ("MIA", "mia_
 REGRESSION_COLUMNS = [("forget MAE", "forget_mae"), ("retain MAE", "retain_mae"), ("test MAE", "test_mae"),
                       ("MIA", "mia_efficacy"), ("W1 to oracle", "w1_to_reference"), ("RTE %", "rte"),
                       ("seconds", "seconds")]
+LANGUAGE_COLUMNS = [("FQ", "forget_quality"), ("MU", "model_utility"), ("forget prob", "forget_prob"),
+                    ("retain prob", "retain_prob"), ("forget ROUGE", "forget_rouge"), ("retain ROUGE", "retain_rouge"),
+                    ("PrivLeak", "privleak"), ("Avg.Gap", "avg_gap"), ("x floor", "floors"), ("RTE %", "rte"),
+                    ("seconds", "seconds")]
+FRACTION_KEYS = {"model_utility", "forget_prob", "retain_prob", "forget_rouge", "retain_rouge"}   # 3 decimals
 TIER_COLUMN = ("tier", "evidence_tier")
 VERDICT_COLUMN = ("verdict", "verdict")
 BEST = " (best)"
@@ -54,9 +61,13 @@ STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
 def columns_for(rows: Rows, *, tier: bool = False) -> list[tuple[str, str]]:
     """The table's columns for these rows (classification or regression), with the evidence tier if asked; the
     verdict is always the last column."""
-    sample = next((s for runs in rows.values() for s in runs if s), {})
-    cols = REGRESSION_COLUMNS if "forget_mae" in sample else COLUMNS
+    cols = {"regression": REGRESSION_COLUMNS, "language": LANGUAGE_COLUMNS}.get(rows_task(rows), COLUMNS)
     return cols + ([TIER_COLUMN] if tier else []) + [VERDICT_COLUMN]
+
+
+def rows_task(rows: Rows) -> str:
+    """``classification``, ``regression`` or ``language``: the task the rows' scores are of."""
+    return task_of(next((s for runs in rows.values() for s in runs if s), {}))
 
 
 def aggregate(comparisons: Sequence[Comparison]) -> Rows:
@@ -144,7 +155,9 @@ def cell(runs: list[dict[str, float]], key: str) -> str:
         return "–"
     if key == "evidence_tier":
         return f"{mean:.0f}"
-    digits = 3 if key.endswith("mae") or key.startswith("w1") else 2
+    if key == "forget_quality":       # a p-value: small values matter (TOFU plots it on a log scale)
+        return f"{mean:.2g}" + (f" ± {std:.1g}" if n > 1 else "")
+    digits = 3 if key.endswith("mae") or key.startswith("w1") or key in FRACTION_KEYS else 2
     mark = ""
     if key == "mia_efficacy" and any(s.get("mia_unstable") for s in runs):
         mark = "~"
@@ -212,7 +225,10 @@ def markdown_notes(rows: Rows) -> list[str]:
     return [f"> **{n}**" if n.startswith("WARNING") else f"- {n}" for n in notes(rows)]
 
 
-def definitions() -> str:
+def definitions(task: str = "classification") -> str:
+    """What the table's columns and verdicts mean (the language task has its own columns)."""
+    if task == "language":
+        return language_definitions()
     return ("UA = 100 − forget accuracy; RA = retain accuracy; TA = test accuracy (remaining classes for class-wise "
             "forgetting); MIA = MIA-efficacy, % of the forget set an SVC on the logit-scaled confidence calls "
             "non-member (mean of 5 seeded member draws); Avg.Gap = mean |method − oracle| over UA, RA, TA, MIA; "
@@ -223,6 +239,25 @@ def definitions() -> str:
             f"original's and within {FORGET_MARGIN:g} floors of the oracle (partly forgot: only the first); "
             f"kept = RA and TA each within {KEEP_MARGIN:g} floors of the oracle's; nothing to forget = "
             "the original is already that close. Methods are sorted by Avg.Gap, the lowest marked (best).")
+
+
+def language_definitions() -> str:
+    return ("FQ = forget quality (TOFU): the KS-test p-value between the model's and the oracle's truth ratios on the "
+            "forget set (1 = the same distribution; the oracle's own row is 1); MU = model utility: the harmonic mean "
+            "of answer probability, ROUGE-L recall and truth score on the retain set and the world facts; forget/"
+            "retain prob = mean probability of the true answer (length-normalised, teacher-forced); forget/retain "
+            "ROUGE = ROUGE-L recall of the greedy answer against the true one; PrivLeak (MUSE) = (AUC − AUC_oracle) "
+            "/ AUC_oracle × 100 with MUSE's AUC of the Min-40% membership attack (holdout authors never trained on "
+            "against the forget set; near 0 = like the oracle; negative = under-unlearned: the forget set still "
+            "stands out; positive = over-unlearned); Avg.Gap = mean |method − oracle| in percentage points over "
+            "forget and retain probability, ROUGE-L and truth ratio; x floor = Avg.Gap as a multiple of the noise "
+            "floor, the Avg.Gap between two oracles of different seeds; RTE % = method time as % of the oracle's "
+            "retraining time. Every metric's target is the oracle's value. The original row is doing nothing. "
+            "Verdict (expunge.verdict): forgot = its gap on forget probability, ROUGE-L and truth ratio at least "
+            f"{FORGET_MARGIN:g} floors below the original's and within {FORGET_MARGIN:g} floors of the oracle "
+            f"(partly forgot: only the first); kept = retain probability, retain ROUGE-L and model utility each "
+            f"within {KEEP_MARGIN:g} floors of the oracle's. Methods are sorted by Avg.Gap, the lowest marked "
+            "(best).")
 
 
 def sizes_line(comparisons: Sequence[Comparison]) -> str:
@@ -255,7 +290,8 @@ def write_reports(out: str | Path, title: str, sections: dict[str, Sequence[Comp
     out.mkdir(parents=True, exist_ok=True)
     aggregated = {name: aggregate(comps) for name, comps in sections.items()}
     tier = report_tier(sections)
-    md = [f"# {title}", "", f"> {tier_statement(tier)}", "", definitions(), ""]
+    task = next((rows_task(rows) for rows in aggregated.values()), "classification")
+    md = [f"# {title}", "", f"> {tier_statement(tier)}", "", definitions(task), ""]
     md += [f"- {k}: {v}" for k, v in meta.items()] + [""]
     for name, rows in aggregated.items():
         size = sizes_line(sections[name])
@@ -395,7 +431,8 @@ def _html(title: str, aggregated: dict[str, Rows], meta: dict[str, Any], tier: i
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{STYLE}"
              "</style></head><body>", f"<h1>{esc(title)}</h1>", f"<p class='caveat'>{esc(tier_statement(tier))}</p>",
-             f"<p>{esc(definitions())}</p>", "<ul>"]
+             f"<p>{esc(definitions(next((rows_task(r) for r in aggregated.values()), 'classification')))}</p>",
+             "<ul>"]
     parts += [f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in meta.items()]
     parts.append("</ul>")
     for name, rows in aggregated.items():

@@ -3,7 +3,9 @@
 Unlearning methods are sensitive to their hyperparameters, so comparing them at their paper defaults mostly
 compares how well those defaults transfer. :func:`tune` gives every method the same budget: ``trials`` runs,
 chosen by Optuna's TPE sampler (seeded), each scored by its Avg. Gap to the oracle (``expunge.evaluate(model,
-forget=..., retain=..., test=..., reference=oracle)["avg_gap"]``, lower is better) or another gap.
+forget=..., retain=..., test=..., reference=oracle)["avg_gap"]``, lower is better) or another gap. On language
+models the Avg. Gap is :func:`expunge.lm.evaluate.evaluate_language`'s: the mean gap to the oracle over TOFU's
+forget and retain probability, ROUGE-L and truth ratio.
 
 - The search space is the method's declared tuning grid (``expunge.methods()[name].grid``), each argument
   categorical over the listed values. ``space`` replaces it: ``{"lr": [1e-3, 1e-2], ...}`` (categorical) or
@@ -26,10 +28,11 @@ the very examples chosen to be hard for it.
 Quick tuning (``expunge demo --tune``, ``expunge run --tune``, ``args: auto`` in an experiment config) follows the
 same rule with a small budget (:data:`QUICK_TRIALS` trials per method unless told otherwise, at most
 :data:`MAX_TRIALS`): :func:`tuning_set` draws another forget set of the same kind and size, never the one to be
-forgotten (class-wise: the next classes in label order that are not forgotten; otherwise a random set of the same
-size from the rows that are kept), :func:`train_oracle` retrains an oracle for it once and :func:`quick_tune` tunes each method
-against that oracle. :func:`estimate_seconds` gives the rough cost of the trials, stated before they start: per
-trial, the method's epochs (the mean over its grid) at the oracle's time per epoch, plus one scoring.
+forgotten (class-wise: the next classes in label order that are not forgotten; text data with groups, such as
+authors: as many other groups; otherwise a random set of the same size from the rows that are kept),
+:func:`train_oracle` retrains an oracle for it once and :func:`quick_tune` tunes each method against that oracle.
+:func:`estimate_seconds` gives the rough cost of the trials, stated before they start: per trial, the method's
+epochs (the mean over its grid) at the oracle's time per epoch, plus one scoring.
 
 Optuna's own logging is silenced while :func:`tune` runs (warnings still show); progress is logged at INFO level
 under ``expunge.tuning``.
@@ -47,7 +50,7 @@ from typing import Any, Iterator
 from torch import nn
 from torch.utils.data import Dataset
 
-from .data.datasets import task_of
+from .data.datasets import groups_of, task_of
 from .evaluate import CLASSIFICATION_GAPS, REGRESSION_GAPS, evaluate
 from .methods import base as registry
 from .progress import Phase
@@ -80,8 +83,10 @@ class TuneResult:
 
 def tune(method: str, original: nn.Module, *, forget: Dataset, retain: Dataset, test: Dataset | None,
          oracle: nn.Module, trials: int = 20, seed: int = 0, space: dict | None = None, fixed: dict | None = None,
-         objective: str = "avg_gap") -> TuneResult:
-    """Search ``method``'s arguments for the smallest ``objective`` (a gap to ``oracle``) in ``trials`` runs."""
+         objective: str = "avg_gap", scoring: dict | None = None) -> TuneResult:
+    """Search ``method``'s arguments for the smallest ``objective`` (a gap to ``oracle``) in ``trials`` runs.
+    ``scoring``: extra arguments of ``expunge.evaluate`` for every trial (the language task's ``world`` set,
+    ``max_examples``)."""
     import optuna
 
     cls = registry.get(method)
@@ -106,7 +111,7 @@ def tune(method: str, original: nn.Module, *, forget: Dataset, retain: Dataset, 
             record = {**seen[key], "number": trial.number, "repeat": True}
         else:
             record = seen[key] = _evaluate(method, original, args, forget, retain, test, oracle, seed, objective,
-                                           trial.number)
+                                           trial.number, scoring or {})
         records.append(record)
         if record["error"] is not None:
             raise optuna.TrialPruned(record["error"])
@@ -168,8 +173,9 @@ def quick_budget(tune: bool, trials: int | None) -> int | None:
 
 def tuning_set(train: Dataset, forget: Dataset, *, seed: int = 0) -> TuningSet:
     """The forget set a quick tuning uses for ``forget`` (a ``split_forget`` result from ``train``): for a
-    class-wise request, as many other classes, the next ones in label order that are not forgotten; otherwise a
-    random set of the same size from the kept rows (seed ``seed + TUNING_SEED_OFFSET``). No oracle yet."""
+    class-wise request, as many other classes, the next ones in label order that are not forgotten; on text data
+    with groups (authors), as many groups the forget set does not touch; otherwise a random set of the same size
+    from the kept rows (seed ``seed + TUNING_SEED_OFFSET``). No oracle yet."""
     import numpy as np
     import torch
 
@@ -180,6 +186,8 @@ def tuning_set(train: Dataset, forget: Dataset, *, seed: int = 0) -> TuningSet:
     if not isinstance(forget, Split) or forget.dataset is not train:
         raise ValueError("quick tuning needs the forget set made by split_forget from the training data")
     request = forget.request
+    if task_of(train) == "language" and groups_of(train) is not None:
+        return _other_groups(train, forget, seed)
     if request.is_classwise:
         present = sorted(set(targets(train).tolist()))
         gone = set(request.classes or ())
@@ -200,9 +208,33 @@ def tuning_set(train: Dataset, forget: Dataset, *, seed: int = 0) -> TuningSet:
     return TuningSet(f, r, None, f"{len(forget)} random kept rows (seed {int(seed) + TUNING_SEED_OFFSET})")
 
 
-def train_oracle(original: nn.Module, tset: TuningSet, *, test: Dataset | None = None, seed: int = 0) -> float:
+def _other_groups(train: Dataset, forget: Dataset, seed: int) -> TuningSet:
+    """As many other groups (authors) as ``forget`` covers, drawn from the groups it leaves untouched (numeric groups
+    below 0, the authors corpus's world facts, never drawn), with seed ``seed + TUNING_SEED_OFFSET``."""
+    import numpy as np
+    import torch
+
+    from .data import split_forget
+
+    groups = np.asarray(groups_of(train))
+    gone = np.unique(groups[np.asarray(forget.indices)])
+    values = np.unique(groups)
+    if np.issubdtype(values.dtype, np.number):
+        values = values[values >= 0]
+    others = values[~np.isin(values, gone)]
+    if len(others) <= len(gone):
+        raise ValueError(f"quick tuning needs {len(gone)} other group(s) to tune on and one to keep; the data has "
+                         f"{len(others)} outside the forget set")
+    g = torch.Generator().manual_seed(int(seed) + TUNING_SEED_OFFSET)
+    chosen = np.sort(others[torch.randperm(len(others), generator=g)[:len(gone)].numpy()])
+    f, r = split_forget(train, where=lambda v: np.isin(v, chosen))
+    return TuningSet(f, r, None, f"{len(chosen)} other group(s) (seed {int(seed) + TUNING_SEED_OFFSET})")
+
+
+def train_oracle(original: nn.Module, tset: TuningSet, *, test: Dataset | None = None, seed: int = 0,
+                 scoring: dict | None = None) -> float:
     """Retrain the oracle of ``tset`` (once) and time one scoring of ``original`` against it (what each trial
-    adds to its method's run); return the seconds the oracle took."""
+    adds to its method's run); return the seconds the oracle took. ``scoring``: as in :func:`tune`."""
     from .api import unlearn
 
     if tset.oracle is None:
@@ -210,7 +242,8 @@ def train_oracle(original: nn.Module, tset: TuningSet, *, test: Dataset | None =
         tset.oracle = unlearn(original, forget=tset.forget, retain=tset.retain, method="retrain", seed=seed)
         tset.oracle_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        evaluate(original, forget=tset.forget, retain=tset.retain, test=test, reference=tset.oracle, seed=seed)
+        evaluate(original, forget=tset.forget, retain=tset.retain, test=test, reference=tset.oracle, seed=seed,
+                 **(scoring or {}))
         tset.score_seconds = time.perf_counter() - start
     return tset.oracle_seconds or 0.0
 
@@ -236,27 +269,29 @@ def estimate_seconds(methods: list[str], tset: TuningSet, trials: int, fixed: di
 
 
 def quick_tune(method: str, original: nn.Module, tset: TuningSet, *, test: Dataset | None, trials: int = QUICK_TRIALS,
-               seed: int = 0, fixed: dict | None = None) -> TuneResult:
+               seed: int = 0, fixed: dict | None = None, scoring: dict | None = None) -> TuneResult:
     """Tune ``method`` in ``trials`` runs on ``tset`` (its oracle is trained here once when missing), by Avg. Gap
-    for classification and by the Wasserstein distance to the oracle's outputs for regression."""
+    for classification and language models and by the Wasserstein distance to the oracle's outputs for
+    regression. ``scoring``: as in :func:`tune`."""
     check_trials(trials)
-    train_oracle(original, tset, test=test, seed=seed)
-    objective = "avg_gap" if task_of(tset.forget) == "classification" else "w1_to_reference"
+    train_oracle(original, tset, test=test, seed=seed, scoring=scoring)
+    objective = "w1_to_reference" if task_of(tset.forget) == "regression" else "avg_gap"
     return tune(method, original, forget=tset.forget, retain=tset.retain, test=test, oracle=tset.oracle,
-                trials=trials, seed=seed, fixed=fixed, objective=objective)
+                trials=trials, seed=seed, fixed=fixed, objective=objective, scoring=scoring)
 
 
 # --- one trial -------------------------------------------------------------------------------------------------
 
 def _evaluate(method: str, original: nn.Module, args: dict[str, Any], forget: Dataset, retain: Dataset,
-              test: Dataset | None, oracle: nn.Module, seed: int, objective: str, number: int) -> dict[str, Any]:
+              test: Dataset | None, oracle: nn.Module, seed: int, objective: str, number: int,
+              scoring: dict[str, Any]) -> dict[str, Any]:
     from .api import unlearn
 
     record: dict[str, Any] = {"number": number, "args": dict(args), "value": None, "scores": None, "error": None}
     start = time.perf_counter()
     try:
         model = unlearn(original, forget=forget, retain=retain, method=method, seed=seed, **args)
-        scores = evaluate(model, forget=forget, retain=retain, test=test, reference=oracle, seed=seed)
+        scores = evaluate(model, forget=forget, retain=retain, test=test, reference=oracle, seed=seed, **scoring)
     except (DivergenceError, ValueError) as e:
         record["error"] = f"{type(e).__name__}: {e}"
         log.info("trial %d of %s with %s failed: %s", number, method, args, record["error"])
@@ -348,8 +383,14 @@ def _default_point(cls: type, dims: list[Dimension]) -> dict[str, Any] | None:
 
 
 def _check_objective(objective: str, task: str, has_test: bool) -> None:
-    gaps = CLASSIFICATION_GAPS if task == "classification" else REGRESSION_GAPS
-    allowed = (["avg_gap"] if task == "classification" else ["w1_to_reference"]) + [f"gap_{g}" for g in gaps]
+    if task == "language":
+        from .lm.evaluate import GAP_KEYS
+
+        gaps, first = GAP_KEYS, ["avg_gap"]
+    else:
+        gaps = CLASSIFICATION_GAPS if task == "classification" else REGRESSION_GAPS
+        first = ["avg_gap"] if task == "classification" else ["w1_to_reference"]
+    allowed = first + [f"gap_{g}" for g in gaps]
     if objective not in allowed:
         raise ValueError(f"objective {objective!r} is not allowed for {task}; allowed (lower is better): "
                          f"{', '.join(allowed)}")

@@ -22,6 +22,9 @@ means over seeds; every ``gap_*`` is the method's absolute difference to the ora
   these numbers beyond its own noise, so no method can show forgetting on them.
 - **kept** when retain and test accuracy (regression: MAE) are each within :data:`KEEP_MARGIN` floors of the
   oracle's; **did not keep** otherwise, naming the metric.
+- **language models** (:mod:`expunge.lm.evaluate`): the forget side is the answer probability, ROUGE-L and truth
+  ratio on the forget set; kept reads the retain answer probability, retain ROUGE-L and the model utility; their
+  gaps are in percentage points of these fractions, so the same minimum floor applies.
 - Reports also give each Avg. Gap as a multiple of the Avg. Gap floor (1× = as close as another oracle).
 
 The original model itself is checked first (:func:`degenerate_original`): accuracy within a point of always
@@ -47,10 +50,17 @@ FORGET_MARGIN = 2.0          # floors by which the forget gap must shrink below 
 KEEP_MARGIN = 2.0            # floors within which retain and test must stay of the oracle's
 ONE_CLASS_SHARE = 90.0       # % of test predictions in one class that marks a degenerate original
 
-FORGET_KEYS = {"classification": ("ua", "mia_efficacy"), "regression": ("forget_mae", "mia_efficacy")}
-KEEP_KEYS = {"classification": ("retain_acc", "test_acc"), "regression": ("retain_mae", "test_mae")}
+FORGET_KEYS = {"classification": ("ua", "mia_efficacy"), "regression": ("forget_mae", "mia_efficacy"),
+               "language": ("forget_prob", "forget_rouge", "forget_truth_ratio")}
+KEEP_KEYS = {"classification": ("retain_acc", "test_acc"), "regression": ("retain_mae", "test_mae"),
+             "language": ("retain_prob", "retain_rouge", "model_utility")}
 KEEP_NAMES = {"retain_acc": "retain accuracy", "test_acc": "test accuracy", "retain_mae": "retain MAE",
-              "test_mae": "test MAE"}
+              "test_mae": "test MAE", "retain_prob": "retain answer probability", "retain_rouge": "retain ROUGE-L",
+              "model_utility": "model utility"}
+LANGUAGE_SCALE = 100.0       # language scores are fractions; their gaps (and floors) are in percentage points
+# what a language model's Avg. Gap averages (as expunge.lm.evaluate.AVG_GAP_KEYS)
+LANGUAGE_AVG_GAP = ("forget_prob", "forget_rouge", "forget_truth_ratio", "retain_prob", "retain_rouge",
+                    "retain_truth_ratio")
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,9 @@ class NoiseFloor:
 
 
 def task_of(scores: dict[str, float]) -> str:
-    return "regression" if "forget_mae" in scores else "classification"
+    if "forget_mae" in scores:
+        return "regression"
+    return "language" if "forget_prob" in scores or "gap_forget_prob" in scores else "classification"
 
 
 def noise_floor(oracle_gaps: Sequence[dict[str, float]], oracle: dict[str, float] | None = None) -> NoiseFloor:
@@ -95,9 +107,15 @@ def oracle_pairs(oracles: Sequence[dict[str, float]]) -> list[dict[str, float]]:
     out = []
     for a, b in combinations([o for o in oracles if o], 2):
         task = task_of(a)
-        keys = [k for k in dict.fromkeys(FORGET_KEYS[task] + KEEP_KEYS[task]) if _finite(a.get(k)) and
+        extra = LANGUAGE_AVG_GAP if task == "language" else ()
+        keys = [k for k in dict.fromkeys(FORGET_KEYS[task] + KEEP_KEYS[task] + extra) if _finite(a.get(k)) and
                 _finite(b.get(k))]
-        gaps = {f"gap_{k}": abs(a[k] - b[k]) for k in keys}
+        scale = LANGUAGE_SCALE if task == "language" else 1.0
+        gaps = {f"gap_{k}": scale * abs(a[k] - b[k]) for k in keys}
+        if task == "language":
+            averaged = [f"gap_{k}" for k in LANGUAGE_AVG_GAP if f"gap_{k}" in gaps]
+            if averaged:
+                gaps["avg_gap"] = _mean([gaps[k] for k in averaged])
         if task == "classification":
             use = [k for k in keys if k != "mia_efficacy" or not (a.get("mia_unstable") or b.get("mia_unstable"))]
             if use:
@@ -179,7 +197,7 @@ def judge(method: dict[str, float], original: dict[str, float], floor: NoiseFloo
                 off.append(f"{KEEP_NAMES[k]} {g:.3g} from the oracle's, {g / floor.of(k):.1f} floors")
     reasons += off
     avg = method.get("avg_gap", method.get("w1_to_reference"))
-    floors = avg / floor.avg_gap if _finite(avg) and task == "classification" else math.nan
+    floors = avg / floor.avg_gap if _finite(avg) and task != "regression" else math.nan
     return Verdict(forgot, complete, kept, gap, base, floors, tuple(reasons))
 
 

@@ -1,8 +1,12 @@
-"""The methods of a bench (``methods``, ``exclude``, ``args``) and their tuning (``tuning``)."""
+"""The methods of a bench (``methods``, ``exclude``, ``args``) and their tuning (``tuning``).
+
+A ``methods`` mapping may also hold **variants** of a method: ``<method>+<label>`` (e.g. ``npo+lora: {lora: {r:
+8}}``) runs ``<method>`` with the entry's arguments under its own row, tuned on its own."""
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +16,12 @@ from ._checks import check_int, check_mapping
 from .scenarios import Scenario
 
 TUNING_KEYS = ("trials", "methods", "seed", "forget_seed", "space", "objective")
+VARIANT = re.compile(r"[A-Za-z0-9_]+\+[A-Za-z0-9_.-]+")
+
+
+def base_method(name: str) -> str:
+    """The registered method an entry runs: ``npo`` for the variant ``npo+lora``, the name itself otherwise."""
+    return name.split("+", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,7 @@ def parse_methods(raw: dict[str, Any], tasks: set[str]) -> dict[str, dict[str, A
         raise ConfigError("methods", f"expected 'all', a list of method names or a mapping; got {value!r}")
     overrides = check_mapping(raw.get("args") or {}, "args")
     for n, a in overrides.items():   # overrides of known methods left out of this bench are ignored
-        if n not in known:
+        if n not in known and n not in chosen:
             raise ConfigError(f"args.{n}", f"unknown method; allowed: {', '.join(known)}")
         if n in chosen:
             chosen[n] = {**chosen[n], **check_mapping(a or {}, f"args.{n}")}
@@ -56,9 +66,13 @@ def parse_methods(raw: dict[str, Any], tasks: set[str]) -> dict[str, dict[str, A
 
 def _check_method(name: str, args: dict[str, Any], section: str, tasks: set[str]) -> None:
     known = registered()
-    if name not in known:
-        raise ConfigError(f"methods.{name}", f"unknown method; allowed: {', '.join(known)}")
-    cls = known[name]
+    if "+" in name and not VARIANT.fullmatch(name):
+        raise ConfigError(f"methods.{name}", "a variant is named <method>+<label> (letters, digits, _ . -), e.g. "
+                                             "npo+lora")
+    if base_method(name) not in known:
+        raise ConfigError(f"methods.{name}", f"unknown method; allowed: {', '.join(known)}"
+                                             + (", or a variant <method>+<label>" if "+" not in name else ""))
+    cls = known[base_method(name)]
     if cls.needs_special_original:
         raise ConfigError(f"methods.{name}", "needs a specially trained original, which a bench does not build")
     if not tasks & set(cls.tasks):
@@ -67,7 +81,8 @@ def _check_method(name: str, args: dict[str, Any], section: str, tasks: set[str]
     try:
         cls(**args)
     except (ValueError, TypeError) as e:
-        bad = next((k for k in args if f"argument {k}" in str(e) or f"{k}=" in str(e)), None)
+        bad = next((k for k in args if f"argument {k}" in str(e) or f"{k}=" in str(e)
+                    or f": {k} " in str(e)), None)
         raise ConfigError(f"{section}.{name}" + (f".{bad}" if bad else ""), str(e)) from None
 
 
@@ -84,16 +99,17 @@ def parse_tuning(value: Any, methods: dict[str, dict[str, Any]], scenarios: list
     which = t.get("methods", "all")
     known = registered()
     if which == "all":
-        names = tuple(m for m in methods if known[m].grid or space.get(m))
+        names = tuple(m for m in methods if known[base_method(m)].grid or space.get(m))
     elif isinstance(which, list) and all(m in methods for m in which):
         names = tuple(which)
     else:
         raise ConfigError("tuning.methods", f"expected 'all' or a list of this bench's methods "
                                             f"({', '.join(methods)}); got {which!r}")
     for m, sp in space.items():   # spaces of known methods left out of this bench are ignored
-        if m not in known:
-            raise ConfigError(f"tuning.space.{m}", f"unknown method; allowed: {', '.join(known)}")
-        allowed = [f.name for f in dataclasses.fields(known[m].Args)]
+        if base_method(m) not in known or ("+" in m and m not in methods):
+            raise ConfigError(f"tuning.space.{m}", f"unknown method; allowed: {', '.join(known)} and this bench's "
+                                                   "variants")
+        allowed = [f.name for f in dataclasses.fields(known[base_method(m)].Args)]
         for arg in check_mapping(sp, f"tuning.space.{m}"):
             if arg not in allowed:
                 raise ConfigError(f"tuning.space.{m}.{arg}", f"not an argument of {m}; allowed: {', '.join(allowed)}")

@@ -8,7 +8,13 @@ Stages run in this order, each job depending only on jobs of earlier stages:
 - ``tune``: search a method's hyperparameters against an oracle on a tuning forget set (``expunge.tuning``): the
   arguments in its search space (``tuning.space``, default: the method's grid) are searched, its other configured
   arguments stay fixed; the unlearn jobs then use the configured arguments updated with the best found;
-- ``unlearn``: run a method on an original and score it against the oracle.
+- ``unlearn``: run a method on an original and score it against the oracle; where the bench measures the noise
+  floor (the language task by default), also a second oracle per cell, retrained under another seed
+  (``unlearn_seed`` = seed + ``FLOOR_SEED_OFFSET``) and scored against the first, like a method.
+
+Language scenarios forgetting a share of the groups (``group_fraction``: authors) are tuned on a share of the
+same size drawn from the groups that no evaluated scenario and seed forgets (``avoid``), so tuning never sees the
+authors a method is scored on.
 
 A job's key hashes everything that determines its result: its own settings, the keys of the jobs it depends on
 (so, transitively, the data, model, recipe, forget request, method and arguments, seeds) and the package
@@ -23,7 +29,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import __version__
+from ..experiment import FLOOR_SEED_OFFSET
 from ..methods.base import registered
+from .choices import base_method
 from .spec import BenchSpec, Scenario, Setup
 
 STAGES = ("original", "select", "oracle", "tune", "unlearn")
@@ -50,6 +58,7 @@ class Cell:
     oracle: str
     unlearn: dict[str, str] = field(default_factory=dict)
     tune: dict[str, str] = field(default_factory=dict)
+    floor: str | None = None             # a second oracle (another seed) scored against the oracle
 
 
 @dataclass
@@ -94,6 +103,7 @@ def expand(bench: BenchSpec) -> Grid:
     """Every job of the bench, deduplicated by key, and the cells that reports read."""
     b = _Builder()
     cells: list[Cell] = []
+    scoring = {"scoring": dict(bench.scoring)} if bench.scoring else {}   # only then: other benches keep their keys
     for setup in bench.setups:
         methods = bench.methods_for(setup)
         originals = {seed: _original(b, setup, seed) for seed in bench.seeds}
@@ -102,25 +112,32 @@ def expand(bench: BenchSpec) -> Grid:
             if bench.tuning:
                 t = bench.tuning
                 to = _original(b, setup, t.seed)
-                tforget, tdeps = _forget(b, scenario.tune_on or {}, t.forget_seed, to, {})
+                tforget, tdeps = _forget(b, _tuning_request(bench, scenario), t.forget_seed, to, {})
                 tlabels = {"setup": setup.label, "scenario": f"tuning for {scenario.name}", "seed": t.seed}
-                tor = b.add("oracle", {"forget": tforget, "seed": t.seed}, {"original": to, **tdeps}, tlabels)
+                tor = b.add("oracle", {"forget": tforget, "seed": t.seed, **scoring}, {"original": to, **tdeps},
+                            tlabels)
                 for m in (m for m in t.methods if m in methods):
-                    searched = set(t.space.get(m) or registered()[m].grid)
+                    searched = set(t.space.get(m) or registered()[base_method(m)].grid)
                     fixed = {k: v for k, v in methods[m].items() if k not in searched}
-                    spec = {"forget": tforget, "method": m, "fixed": fixed, "trials": t.trials,
-                            "space": t.space.get(m), "objective": t.objective, "seed": t.seed}
+                    spec = {"forget": tforget, "method": base_method(m), "fixed": fixed, "trials": t.trials,
+                            "space": t.space.get(m), "objective": t.objective, "seed": t.seed, **scoring}
                     tunes[m] = b.add("tune", spec, {"original": to, "oracle": tor}, {**tlabels, "method": m})
             for seed in bench.seeds:
                 o = originals[seed]
                 labels = {"setup": setup.label, "scenario": scenario.name, "seed": seed}
                 forget, fdeps = _forget(b, scenario.forget, seed, o, labels)
-                oracle = b.add("oracle", {"forget": forget, "seed": seed}, {"original": o, **fdeps}, labels)
+                oracle = b.add("oracle", {"forget": forget, "seed": seed, **scoring}, {"original": o, **fdeps},
+                               labels)
                 cell = Cell(setup.label, scenario.name, seed, o, oracle, tune=dict(tunes))
                 for m, args in methods.items():
                     deps = {"original": o, "oracle": oracle, **fdeps, **({"tune": tunes[m]} if m in tunes else {})}
-                    spec = {"forget": forget, "method": m, "args": args, "seed": seed}
+                    spec = {"forget": forget, "method": base_method(m), "args": args, "seed": seed, **scoring}
                     cell.unlearn[m] = b.add("unlearn", spec, deps, {**labels, "method": m})
+                if bench.floor_for(setup):
+                    spec = {"forget": forget, "method": "retrain", "args": {}, "seed": seed,
+                            "unlearn_seed": seed + FLOOR_SEED_OFFSET, **scoring}
+                    cell.floor = b.add("unlearn", spec, {"original": o, "oracle": oracle, **fdeps},
+                                       {**labels, "method": "oracle, other seed (floor)"})
                 cells.append(cell)
     return Grid(bench.name, __version__, _ordered(b.jobs), cells, dict(bench.methods))
 
@@ -134,11 +151,24 @@ def _original(b: _Builder, setup: Setup, seed: int) -> str:
     return b.add("original", spec, {}, {"setup": setup.label, "seed": seed})
 
 
+def _tuning_request(bench: BenchSpec, scenario: Scenario) -> dict[str, Any]:
+    """The forget request ``scenario`` is tuned on; a share of groups avoids every group an evaluated scenario and
+    seed of the bench forgets."""
+    request = dict(scenario.tune_on or {})
+    if "group_fraction" in request:
+        request["avoid"] = sorted({(s.forget["group_fraction"], s.forget.get("seed", seed))
+                                   for s in bench.scenarios if "group_fraction" in s.forget for seed in bench.seeds})
+        request["avoid"] = [list(pair) for pair in request["avoid"]]
+    return request
+
+
 def _forget(b: _Builder, forget: dict[str, Any], seed: int, original: str,
             labels: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """The forget request a job sees (random fractions get their split seed) and the jobs it depends on."""
     if "fraction" in forget:
         return {"fraction": forget["fraction"], "seed": forget.get("seed", seed)}, {}
+    if "group_fraction" in forget:
+        return {**forget, "seed": forget.get("seed", seed)}, {}
     if "worst_case" in forget:
         wc = dict(forget["worst_case"])
         select = b.add("select", {**wc, "seed": seed}, {"original": original}, labels)

@@ -32,7 +32,7 @@ from ..data import split_forget
 from ..devices import use
 from ..evaluate import evaluate
 from ..experiment import load_data as _load_data
-from ..experiment import make_split
+from ..experiment import build_template, check_tokenizer, make_split, scoring_sets
 from ..metrics import predict
 from ..threads import get_threads
 from ..training import DivergenceError
@@ -112,6 +112,11 @@ def tagged_job(tag: str, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return tag, run_job(payload)
 
 
+def _scoring(p: dict[str, Any], train) -> dict[str, Any]:
+    """Extra ``evaluate`` arguments of a job: the language task's world-facts set and the bench's ``scoring``."""
+    return {**scoring_sets(train), **(p.get("scoring") or {})}
+
+
 def _splits(p: dict[str, Any]):
     train, test = load_data(p["data"], p["data_seed"])
     forget_spec = p["forget"]
@@ -133,8 +138,8 @@ def _accuracy(model: torch.nn.Module, data) -> float:
 
 def _original(p: dict[str, Any]) -> dict[str, Any]:
     train, test = load_data(p["data"], p["data_seed"])
-    model = p["model"]
-    template = api.model(model["name"], train, seed=p["seed"], **model.get("args", {}))
+    template = build_template(p["model"], train, seed=p["seed"])
+    check_tokenizer(template, train)
     original = api.train(template, train, seed=p["seed"], **p["recipe"])
     from ..provenance import provenance
 
@@ -146,8 +151,11 @@ def _original(p: dict[str, Any]) -> dict[str, Any]:
         original = sparsify(original, train, **p["sparse"])
         seconds += float(provenance(original).seconds or 0.0)
         extra["sparsity"] = measured_sparsity(original)
-    metrics = {"train_acc": _accuracy(original, train), "test_acc": _accuracy(original, test),
-               "seconds": seconds, **extra}
+    if train.task == "language":      # scored against each oracle in the oracle jobs
+        metrics = {"seconds": seconds, **extra}
+    else:
+        metrics = {"train_acc": _accuracy(original, train), "test_acc": _accuracy(original, test),
+                   "seconds": seconds, **extra}
     return {"model": original, "metrics": metrics}
 
 
@@ -163,11 +171,11 @@ def _select(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _oracle(p: dict[str, Any]) -> dict[str, Any]:
-    _, test, forget, retain = _splits(p)
-    seed = p["seed"]
+    train, test, forget, retain = _splits(p)
+    seed, scoring = p["seed"], _scoring(p, train)
     oracle = api.unlearn(p["original"], forget=forget, retain=retain, method="retrain", seed=seed)
-    scores = evaluate(oracle, forget=forget, retain=retain, test=test, seed=seed)
-    original = evaluate(p["original"], forget=forget, retain=retain, test=test, reference=oracle, seed=seed)
+    scores = evaluate(oracle, forget=forget, retain=retain, test=test, seed=seed, **scoring)
+    original = evaluate(p["original"], forget=forget, retain=retain, test=test, reference=oracle, seed=seed, **scoring)
     original.pop("rte", None)   # the original's training time is not an unlearning cost
     metrics = {**scores, **{f"original_{k}": v for k, v in original.items()},
                "forget_size": float(len(forget)), "retain_size": float(len(retain))}
@@ -177,11 +185,11 @@ def _oracle(p: dict[str, Any]) -> dict[str, Any]:
 def _tune(p: dict[str, Any]) -> dict[str, Any]:
     from ..tuning import TuningError, tune
 
-    _, test, forget, retain = _splits(p)
+    train, test, forget, retain = _splits(p)
     try:
         res = tune(p["method"], p["original"], forget=forget, retain=retain, test=test, oracle=p["oracle"],
                    trials=p["trials"], seed=p["seed"], space=p.get("space"), fixed=p.get("fixed") or None,
-                   objective=p.get("objective", "avg_gap"))
+                   objective=p.get("objective", "avg_gap"), scoring=_scoring(p, train))
     except TuningError as e:   # every trial failed: deterministic under the seed
         raise FinalError(f"tuning failed: {e}") from None
     trials = [_plain(t) for t in getattr(res, "trials", [])]
@@ -190,10 +198,12 @@ def _tune(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unlearn(p: dict[str, Any]) -> dict[str, Any]:
-    _, test, forget, retain = _splits(p)
+    train, test, forget, retain = _splits(p)
     seed, args = p["seed"], dict(p["args"])
-    model = api.unlearn(p["original"], forget=forget, retain=retain, method=p["method"], seed=seed, **args)
-    scores = evaluate(model, forget=forget, retain=retain, test=test, reference=p["oracle"], seed=seed)
+    model = api.unlearn(p["original"], forget=forget, retain=retain, method=p["method"],
+                        seed=p.get("unlearn_seed", seed), **args)
+    scores = evaluate(model, forget=forget, retain=retain, test=test, reference=p["oracle"], seed=seed,
+                      **_scoring(p, train))
     return {"metrics": scores, "result": {"args": _plain(args)}}
 
 

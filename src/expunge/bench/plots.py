@@ -18,7 +18,11 @@ BAR_METRICS = [("UA", "ua"), ("RA", "retain_acc"), ("TA", "test_acc"), ("MIA", "
                ("Avg.Gap", "avg_gap")]
 REGRESSION_BAR_METRICS = [("forget MAE", "forget_mae"), ("retain MAE", "retain_mae"), ("test MAE", "test_mae"),
                           ("MIA", "mia_efficacy"), ("W1 to oracle", "w1_to_reference")]
+LANGUAGE_BAR_METRICS = [("forget quality", "forget_quality"), ("model utility", "model_utility"),
+                        ("forget prob", "forget_prob"), ("forget ROUGE", "forget_rouge"), ("PrivLeak", "privleak"),
+                        ("Avg.Gap", "avg_gap")]
 PERCENT = {"ua", "retain_acc", "test_acc", "mia_efficacy"}
+FRACTIONS = {"forget_quality", "model_utility", "forget_prob", "forget_rouge"}     # language scores in [0, 1]
 WIDTH, DPI = 9.0, 100
 MARKERS = "osD^vP*Xh<>p"
 
@@ -126,6 +130,8 @@ def metric_bars(rows: dict[str, list[dict[str, float]]], title: str) -> bytes | 
     axis spans the values shown, so differences of a point or two stay visible."""
     methods = [n for n in method_names(rows) if any(s and not s.get("failed") for s in rows[n])]
     choices = BAR_METRICS if gap_key(rows) == "avg_gap" else REGRESSION_BAR_METRICS
+    if any("model_utility" in s for runs in rows.values() for s in runs):
+        choices = LANGUAGE_BAR_METRICS
     metrics = [(label, key) for label, key in choices if any(key in s for n in methods for s in rows[n])]
     if not methods or not metrics:
         return None
@@ -142,13 +148,14 @@ def metric_bars(rows: dict[str, list[dict[str, float]]], title: str) -> bytes | 
             ax.axis("off")
             continue
         label, key = metrics[i]
-        hi = 100.0 if key in PERCENT else math.inf
+        hi = 100.0 if key in PERCENT else 1.0 if key in FRACTIONS else math.inf
+        lo = -math.inf if key == "privleak" else 0.0
         values = []
         for y, (j, n) in zip(ys, enumerate(methods)):
             mean, std, count = summarise(rows[n], key)
             if not count:
                 continue
-            err = clipped_err(mean, std, 0.0, hi)
+            err = clipped_err(mean, std, lo, hi)
             ax.errorbar([mean], [y], xerr=[[err[0]], [err[1]]], fmt="o", ms=4, capsize=2, color=_style(j)["color"])
             values += [mean - err[0], mean + err[1]]
         refs = [] if key in ("avg_gap", "w1_to_reference") else [(ORACLE, "tab:green", "--", "oracle")]
@@ -162,9 +169,11 @@ def metric_bars(rows: dict[str, list[dict[str, float]]], title: str) -> bytes | 
             values.append(floor_of(rows).avg_gap)
         if values:
             lo_v, hi_v = min(values), max(values)
-            pad = max((hi_v - lo_v) * 0.05, 0.3 if key in PERCENT or key == "avg_gap" else 1e-3)
+            pad = max((hi_v - lo_v) * 0.05, 0.3 if key in PERCENT or key == "avg_gap" else
+                      0.01 if key in FRACTIONS else 1e-3)
             # the axis may pass the metric's range by a little so that a value at 0 or 100 stays visible
-            ax.set_xlim(lo_v - pad if lo_v - pad >= 0 else -pad / 4, hi_v + pad if hi_v + pad <= hi else hi + pad / 4)
+            ax.set_xlim(lo_v - pad if lo_v - pad >= lo else lo - pad / 4,
+                        hi_v + pad if hi_v + pad <= hi else hi + pad / 4)
         ax.set_title(label, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=7)

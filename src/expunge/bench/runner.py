@@ -5,7 +5,8 @@ The bench's output directory holds
 - ``runs.db``: the job store, a :class:`expunge.store.RunStore` (SQLite, WAL). Each finished job is one run
   tagged with its ``job_key``, written with its metrics and output in one transaction; a unique index forbids a
   second record of the same key. Each invocation of the bench is a run of kind ``bench``, parent of the jobs it ran.
-- ``cache/<stage>/<key>.safetensors`` (+ ``.json``): originals and oracles, saved atomically with
+- ``cache/<stage>/<key>.safetensors`` (+ ``.json``; a language model: the directory ``cache/<stage>/<key>`` in
+  transformers' format with a checksum manifest): originals and oracles, saved atomically with
   :func:`expunge.save_model` before their job is recorded; the sidecar records the weights' checksum, checked
   before a cached model is used: a truncated or corrupted one is removed and rebuilt like a lost one;
 - ``grid.json``: the expanded job graph, which reports read;
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -33,7 +35,8 @@ from typing import Any, Iterator
 
 from torch import nn
 
-from ..modelio import atomic_write, check_model_files, load_model, save_model, sidecar_path
+from ..modelio import (LM_MANIFEST, atomic_write, check_language_model_files, check_model_files, load_model,
+                       save_model, sidecar_path)
 from ..store import DuplicateRunError, RunRecord, RunStore, terminate_as_interrupt
 from .engines import LocalEngine
 from .grid import MODEL_STAGES, STAGES, Grid, Job, expand
@@ -73,17 +76,28 @@ class ModelCache:
         self._checked: dict[Path, tuple[int, int, int, int]] = {}
 
     def path(self, job: Job) -> Path:
-        return self.root / job.kind / f"{job.key}.safetensors"
+        """Where ``job``'s model is cached: a language model as a directory (transformers' format), any other model
+        as a safetensors file with its sidecar."""
+        directory = self.root / job.kind / job.key
+        return directory if directory.is_dir() else self.root / job.kind / f"{job.key}.safetensors"
 
     def has(self, job: Job) -> bool:
         p = self.path(job)
-        if not (p.is_file() and sidecar_path(p).is_file()):
+        if p.is_dir():
+            manifest = p / LM_MANIFEST
+            if not manifest.is_file():
+                self.discard(job)        # a directory without its manifest was never finished
+                return False
+            m = manifest.stat()
+            version = (m.st_size, m.st_mtime_ns, 0, 0)
+        elif p.is_file() and sidecar_path(p).is_file():
+            w, j = p.stat(), sidecar_path(p).stat()
+            version = (w.st_size, w.st_mtime_ns, j.st_size, j.st_mtime_ns)
+        else:
             return False
-        w, j = p.stat(), sidecar_path(p).stat()
-        version = (w.st_size, w.st_mtime_ns, j.st_size, j.st_mtime_ns)
         if self._checked.get(p) != version:
             try:
-                check_model_files(p)
+                check_language_model_files(p) if p.is_dir() else check_model_files(p)
             except ValueError as e:
                 log.warning("cached model %s is damaged and will be rebuilt: %s", p, e)
                 self.discard(job)
@@ -93,13 +107,18 @@ class ModelCache:
 
     def discard(self, job: Job) -> None:
         p = self.path(job)
-        p.unlink(missing_ok=True)
-        sidecar_path(p).unlink(missing_ok=True)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+            sidecar_path(p).unlink(missing_ok=True)
         self._checked.pop(p, None)
         self._loaded.pop(job.key, None)
 
     def save(self, job: Job, model: nn.Module) -> Path:
-        return save_model(model, self.path(job), extra={"job_key": job.key, "labels": job.labels})
+        language = getattr(model, "tokenizer", None) is not None     # expunge.lm.CausalLM: a directory
+        path = self.root / job.kind / (job.key if language else f"{job.key}.safetensors")
+        return save_model(model, path, extra={"job_key": job.key, "labels": job.labels})
 
     def load(self, job: Job) -> nn.Module:
         if job.key not in self._loaded:

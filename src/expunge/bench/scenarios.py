@@ -9,7 +9,7 @@ from typing import Any
 from ..config import ConfigError
 from ._checks import check_fraction, check_int, check_mapping
 
-FORGET_KINDS = ("fraction", "classes", "indices", "groups", "worst_case")
+FORGET_KINDS = ("fraction", "classes", "indices", "groups", "group_fraction", "worst_case")
 WORST_CASE_KEYS = ("fraction", "size", "method", "args", "select_epochs", "unlearn_steps", "lr_w", "gamma")
 
 
@@ -52,8 +52,8 @@ def _scenario(s: dict[str, Any], path: str, tasks: set[str]) -> Scenario:
             tune_on = None   # checked in _tuning: a worst-case set given by size needs tune_on
         else:
             tune_on = {"fraction": wc["fraction"]}
-    elif kind == "fraction":
-        tune_on = {"fraction": forget["fraction"]}
+    elif kind in ("fraction", "group_fraction"):
+        tune_on = {kind: forget[kind]}     # another draw; a group share avoids every evaluated group (grid.py)
     else:
         tune_on = dict(forget)
     name = s.get("name") or _default_name(forget)
@@ -64,6 +64,8 @@ def _default_name(forget: dict[str, Any]) -> str:
     kind, value = next(iter(forget.items()))
     if kind == "fraction":
         return f"random {value:.0%}"
+    if kind == "group_fraction":
+        return f"{value:.0%} of groups"
     if kind == "worst_case":
         return f"worst-case {value['fraction']:.0%}" if "fraction" in value else f"worst-case {value['size']}"
     if kind == "indices":
@@ -76,11 +78,11 @@ def _forget(s: dict[str, Any], path: str, tasks: set[str]) -> dict[str, Any]:
     if len(given) != 1:
         raise ConfigError(path, f"give exactly one of {', '.join(FORGET_KINDS)}; got {given or 'none'}")
     kind, value = given[0], s[given[0]]
-    if "seed" in s and kind != "fraction":
-        raise ConfigError(f"{path}.seed", "only a random fraction takes a seed")
-    if kind == "fraction":
-        check_fraction(value, f"{path}.fraction")
-        return {"fraction": float(value), **({"seed": check_int(s["seed"], f"{path}.seed")} if "seed" in s else {})}
+    if "seed" in s and kind not in ("fraction", "group_fraction"):
+        raise ConfigError(f"{path}.seed", "only a random fraction (of rows or of groups) takes a seed")
+    if kind in ("fraction", "group_fraction"):
+        check_fraction(value, f"{path}.{kind}")
+        return {kind: float(value), **({"seed": check_int(s["seed"], f"{path}.seed")} if "seed" in s else {})}
     if kind in ("classes", "indices"):
         if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool)
                                                                for v in value):

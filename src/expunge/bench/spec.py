@@ -25,11 +25,21 @@ tuning:               # optional: Optuna per method and tuning forget set (see e
 out: bench-digits     # output directory: job store, model cache, reports (relative to the current directory)
 summary: benchmarks/results/digits.json         # optional extra copy of results.json
 device: cpu           # where jobs run: cpu (default), auto, cuda, cuda:N, mps (expunge.devices); not cpu: new job keys
+scoring: {max_examples: 100}   # optional extra arguments of expunge.evaluate (language models: rows scored per set)
+noise_floor: true     # a second oracle per cell (another seed), scored against the oracle: the noise floor
+                      # (default: on the language task only; elsewhere the oracles of different seeds are paired)
 ```
+
+Language models: ``data: {name: authors, args: {...}}`` or ``{jsonl: f.jsonl, tokenizer: dir, group_key: author}``,
+``model: {name: llama, args: {...}}`` (the default on text data) or ``{path: dir}``, ``train`` filled with the
+language task's defaults, scenarios ``{group_fraction: 0.05}`` (a seeded share of the authors), and method
+variants in a ``methods`` mapping: ``npo+lora: {lora: {r: 8}}`` runs ``npo`` with LoRA under its own row.
 
 Tuning forget sets (``tune_on`` per scenario, overridable): a random fraction ``f`` for ``fraction: f`` and for
 ``worst_case: f`` (tune on a random set, reuse on the worst-case set: Fan et al., "Challenging Forgets", ECCV 2024),
-drawn with ``tuning.forget_seed``; the scenario's own forget request otherwise (class-wise, groups, indices).
+drawn with ``tuning.forget_seed``; for ``group_fraction: f`` the same share of the groups, drawn from those that no
+evaluated scenario and seed forgets (other authors); the scenario's own forget request otherwise (class-wise, groups,
+indices).
 """
 from __future__ import annotations
 
@@ -40,15 +50,17 @@ from pathlib import Path
 from typing import Any
 
 from ..devices import device_form
-from ..config import ConfigError, _parse_data, _parse_model, _parse_train, apply_overrides, read_yaml
+from ..config import (ConfigError, _parse_data, _parse_model, _parse_train, apply_overrides, check_model_for_data,
+                      read_yaml)
 from ..methods.base import registered
 from ..models import CONV_MODELS
 from ._checks import at, check_int, check_mapping
-from .choices import Tuning, parse_methods, parse_tuning
+from .choices import Tuning, base_method, parse_methods, parse_tuning
 from .scenarios import Scenario, parse_scenarios
 
 TOP_KEYS = ("name", "seeds", "data", "model", "train", "scenarios", "methods", "exclude", "args", "tuning", "out",
-            "summary", "device")
+            "summary", "device", "scoring", "noise_floor")
+SCORING_KEYS = ("max_examples",)
 
 
 @dataclass(frozen=True)
@@ -74,14 +86,20 @@ class BenchSpec:
     tuning: Tuning | None = None
     out: str = ""
     summary: str | None = None
+    scoring: dict[str, Any] = dataclasses.field(default_factory=dict)   # extra evaluate arguments (max_examples)
+    noise_floor: bool | None = None     # a second oracle per cell (None: on the language task only)
 
     def methods_for(self, setup: Setup) -> dict[str, dict[str, Any]]:
         """The methods that apply to ``setup``: its task (``methods: all`` may list methods of other tasks) and, for
         methods that need convolution layers, a convolutional model."""
         known = registered()
-        conv = setup.model["name"] in CONV_MODELS
+        conv = setup.model.get("name") in CONV_MODELS
         return {m: a for m, a in self.methods.items()
-                if setup.task in known[m].tasks and (conv or not known[m].requires_conv)}
+                if setup.task in known[base_method(m)].tasks and (conv or not known[base_method(m)].requires_conv)}
+
+    def floor_for(self, setup: Setup) -> bool:
+        """Whether each cell of ``setup`` trains a second oracle (another seed) for the noise floor."""
+        return setup.task == "language" if self.noise_floor is None else self.noise_floor
 
 
 def load_bench(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> BenchSpec:
@@ -111,7 +129,28 @@ def parse_bench(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> BenchSpec
     for key, value in (("out", out), ("summary", summary)):
         if value is not None and not isinstance(value, str):
             raise ConfigError(key, f"expected a path; got {value!r}")
-    return BenchSpec(name, seeds, setups, scenarios, methods, tuning, out, summary)
+    scoring = _scoring(raw.get("scoring"))
+    if scoring and any(setup.task != "language" for setup in setups):
+        raise ConfigError("scoring", "applies to language models (text data); this bench has "
+                                     f"{', '.join(sorted({setup.task for setup in setups}))} data")
+    floor = raw.get("noise_floor")
+    if floor is not None and not isinstance(floor, bool):
+        raise ConfigError("noise_floor", f"expected true or false; got {floor!r}")
+    return BenchSpec(name, seeds, setups, scenarios, methods, tuning, out, summary, scoring, floor)
+
+
+def _scoring(value: Any) -> dict[str, Any]:
+    """The ``scoring`` section: extra arguments of ``expunge.evaluate`` for every score (``max_examples``: score at
+    most this many rows of each set, a seeded sample; language models)."""
+    if value is None:
+        return {}
+    spec = dict(check_mapping(value, "scoring"))
+    extra = sorted(set(spec) - set(SCORING_KEYS))
+    if extra:
+        raise ConfigError(f"scoring.{extra[0]}", f"unknown key; allowed: {', '.join(SCORING_KEYS)}")
+    if "max_examples" in spec:
+        check_int(spec["max_examples"], "scoring.max_examples", 1)
+    return spec
 
 
 def _seeds(value: Any) -> list[int]:
@@ -137,27 +176,40 @@ def _entries(raw: dict[str, Any], key: str, default: Any) -> list[tuple[str, dic
 def _setups(raw: dict[str, Any], base_dir: Path, seed: int) -> list[Setup]:
     if raw.get("data") is None:
         raise ConfigError("data", "is required")
+    given = dict(check_mapping(raw.get("train") or {}, "train"))
     with at("train"):
-        recipe = _parse_train(dict(check_mapping(raw.get("train") or {}, "train"))).to_dict()
+        recipe = _parse_train(given).to_dict()
     datas = []
     for path, data in _entries(raw, "data", None):
         label = str(data.pop("label", "") or data.get("name") or Path(str(next(
-            (data[k] for k in ("npz", "csv", "images") if k in data), "data"))).stem)
+            (data[k] for k in ("npz", "csv", "images", "jsonl") if k in data), "data"))).stem)
         with at(path):
             _parse_data(data, base_dir)
         datas.append((label, _with_content_hash(data), _task(data, seed, path)))
+    language = {task for _, _, task in datas} == {"language"}
     models = []
-    for path, model in _entries(raw, "model", {"name": "mlp"}):
-        label = str(model.pop("label", "") or model.get("name"))
+    for path, model in _entries(raw, "model", {"name": "llama" if language else "mlp"}):
+        label = str(model.pop("label", "") or model.get("name") or Path(str(model.get("path", "model"))).name)
         train = model.pop("train", None)
         sparse = model.pop("sparse", None)
         with at(path):
-            _parse_model(model)
+            _parse_model(model, base_dir)
+        own_given = {**given, **check_mapping(train or {}, f"{path}.train")}
         with at(f"{path}.train"):
-            own = _parse_train({**recipe, **check_mapping(train or {}, f"{path}.train")}).to_dict()
-        models.append((label, model, own, _sparse(sparse, f"{path}.sparse", own["epochs"])))
-    setups = [Setup(f"{dl}/{ml}" if len(datas) * len(models) > 1 else dl, d, m, r, task, sp)
-              for dl, d, task in datas for ml, m, r, sp in models]
+            own = _parse_train(own_given).to_dict()
+        models.append((label, _with_content_hash(model), own, own_given,
+                       _sparse(sparse, f"{path}.sparse", own["epochs"]), path))
+    setups = []
+    for dl, d, task in datas:
+        for ml, m, r, own_given, sp, path in models:
+            try:
+                check_model_for_data(m, task)
+            except ConfigError as e:
+                raise ConfigError(f"{path}.{e.path.partition('.')[2]}", str(e).split(": ", 1)[1]) from None
+            if task == "language":    # what the config leaves out takes the language task's defaults
+                with at(f"{path}.train"):
+                    r = _parse_train(own_given, "language").to_dict()
+            setups.append(Setup(f"{dl}/{ml}" if len(datas) * len(models) > 1 else dl, d, m, r, task, sp))
     labels = [s.label for s in setups]
     if len(set(labels)) != len(labels):
         raise ConfigError("data", f"setups need distinct labels (give each data/model entry a label); got {labels}")
@@ -186,16 +238,19 @@ def _sparse(value: Any, path: str, epochs: int) -> dict[str, Any] | None:
 
 
 def _with_content_hash(data: dict[str, Any]) -> dict[str, Any]:
-    """File sources carry a hash of their contents, so an edited file gives new job keys."""
-    for kind in ("npz", "csv", "images"):
-        if kind in data:
-            p, h = Path(data[kind]), hashlib.sha256()
-            files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-            for q in files:
-                h.update(str(q.relative_to(p) if p.is_dir() else q.name).encode())
-                h.update(q.read_bytes())
-            return {**data, "sha256": h.hexdigest()[:16]}
-    return data
+    """File sources (and model directories, tokenizers) carry a hash of their contents, so an edited file gives new
+    job keys."""
+    kinds = [k for k in ("npz", "csv", "images", "jsonl", "tokenizer", "path") if k in data]
+    if not kinds:
+        return data
+    h = hashlib.sha256()
+    for kind in kinds:
+        p = Path(data[kind])
+        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+        for q in files:
+            h.update(str(q.relative_to(p) if p.is_dir() else q.name).encode())
+            h.update(q.read_bytes())
+    return {**data, "sha256": h.hexdigest()[:16]}
 
 
 def _task(data: dict[str, Any], seed: int, path: str) -> str:

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-Task = Literal["classification", "regression"]
-TASKS = ("classification", "regression")
+Task = Literal["classification", "regression", "language"]
+TASKS = ("classification", "regression")   # of ArrayDataset; TextDataset (data/text.py) is "language"
 
 
 class ArrayDataset(Dataset):

@@ -108,6 +108,8 @@ def fresh_initialisation(model: nn.Module, seed: int, init: Callable[[], nn.Modu
     import copy
 
     device = model_device(model)
+    if init is None and callable(getattr(model, "fresh_copy", None)):
+        init = model.fresh_copy          # models that know how to re-initialise themselves (expunge.lm.CausalLM)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         if init is not None:

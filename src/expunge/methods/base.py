@@ -328,7 +328,9 @@ def check_request(model: nn.Module, forget: Dataset, retain: Dataset | None, met
 
     check_streaming(method.name, forget, retain)
     if task not in method.tasks:
-        raise ValueError(f"method {method.name!r} supports {', '.join(method.tasks)} tasks; the data is {task}")
+        fitting = sorted(n for n, cls in registered().items() if task in cls.tasks)
+        raise ValueError(f"method {method.name!r} supports {', '.join(method.tasks)} tasks; the data is {task} "
+                         f"(methods for {task}: {', '.join(fitting)})")
     if retain is not None:
         if len(retain) == 0 and method.needs.retain:  # type: ignore[arg-type]
             raise ValueError(f"method {method.name!r} needs a non-empty retain set; the forget set covers all data")
