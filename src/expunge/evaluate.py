@@ -60,8 +60,8 @@ log = logging.getLogger(__name__)
 
 CLASSIFICATION_GAPS = ("ua", "retain_acc", "test_acc", "mia_efficacy")
 REGRESSION_GAPS = ("forget_mae", "retain_mae", "test_mae", "mia_efficacy")
-TIER0_CAVEAT = ("Evidence tier 0 (accuracies and a population MIA): these numbers cannot show that the model is "
-                "indistinguishable from retraining; the target of every metric is the oracle's value.")
+TIER0_CAVEAT = ("Evidence tier 0 (population scores and a population attack): these numbers cannot show that the "
+                "model is indistinguishable from retraining; the target of every metric is the oracle's value.")
 TIER_STATEMENTS = {
     0: TIER0_CAVEAT,
     1: ("Evidence tier 1 (per-example LiRA with oracles as reference models): tests whether this one model's forget "
