@@ -140,3 +140,29 @@ def test_evidence_merges_an_audit(memorised):
     other, _ = expunge.split_forget(train, fraction=0.1, seed=1)
     with pytest.raises(ValueError, match="another forget set"):
         expunge.evaluate(original, forget=other, retain=retain, test=test, evidence=result)
+
+
+def test_reference_scores_are_computed_once_per_reference_and_data(task, monkeypatch):
+    """Tuning scores many models against one oracle: the oracle's own scores (its SVC MIA: 5 fits) are computed
+    once; a changed oracle or other data is scored again; the numbers are those an uncached call gives."""
+    import importlib
+
+    ev = importlib.import_module("expunge.evaluate")     # the module (expunge.evaluate is also the function)
+    ev._reference_cache.clear()
+    calls = []
+    real = ev._scores
+    monkeypatch.setattr(ev, "_scores", lambda model, *a: calls.append(model) or real(model, *a))
+    first = ev.evaluate(task.original, forget=task.forget, retain=task.retain, test=task.test, reference=task.oracle)
+    again = ev.evaluate(task.original, forget=task.forget, retain=task.retain, test=task.test, reference=task.oracle)
+    assert first == again and sum(m is task.oracle for m in calls) == 1
+    ev._reference_cache.clear()
+    assert ev.evaluate(task.original, forget=task.forget, retain=task.retain, test=task.test,
+                       reference=task.oracle) == first
+    changed = expunge.unlearn(task.oracle, forget=task.forget, retain=task.retain, method="finetune", epochs=1)
+    ev.evaluate(task.original, forget=task.forget, retain=task.retain, reference=changed)
+    ev.evaluate(task.original, forget=task.forget, retain=task.retain, test=task.test, reference=changed)
+    assert sum(m is changed for m in calls) == 2          # other data (no test set): scored again
+    with torch.no_grad():
+        next(changed.parameters()).add_(0.1)              # same object, other weights: scored again
+    ev.evaluate(task.original, forget=task.forget, retain=task.retain, test=task.test, reference=changed)
+    assert sum(m is changed for m in calls) == 3

@@ -40,15 +40,17 @@ Stronger evidence (classification):
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+from collections import OrderedDict
 from typing import Any, Iterable
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .data.datasets import resolve, targets
+from .data.datasets import fingerprint, resolve, targets
 from .devices import model_device, resolve_device
 from .metrics import logit_scaled_confidence, per_example_loss, predict
 from .metrics.mia import svc_mia
@@ -119,7 +121,7 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
     classes = _forgotten_classes(forget, forgotten_classes)
     scores = _scores(model, forget, retain, test, task, classes, seed)
     if reference is not None:
-        ref = _scores(reference, forget, retain, test, task, classes, seed)
+        ref = _reference_scores(reference, forget, retain, test, task, classes, seed)
         names = CLASSIFICATION_GAPS if task == "classification" else REGRESSION_GAPS
         gaps = {f"gap_{k}": abs(scores[k] - ref[k]) for k in names if k in scores and k in ref}
         scores.update(gaps)
@@ -144,6 +146,33 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
         tier1["evidence_tier"] = max(scores["evidence_tier"], tier1["evidence_tier"])
         scores.update(tier1)
     return scores
+
+
+REFERENCE_CACHE_SIZE = 4     # reference (oracle) score dicts remembered, most recent first
+_reference_cache: "OrderedDict[str, dict[str, float]]" = OrderedDict()
+
+
+def _reference_scores(reference: nn.Module, forget: Dataset, retain: Dataset, test: Dataset | None, task: str,
+                      classes: Any, seed: int) -> dict[str, float]:
+    """The reference's own scores, computed once per (reference weights, data, classes, seed): tuning scores many
+    models against one oracle, and the oracle's SVC MIA (5 fits) would otherwise be refitted at every call. The key
+    hashes the reference's weights and buffers and the data's content, so a changed model or dataset is scored
+    again; the values are those ``_scores`` gives (it is deterministic)."""
+    digest = hashlib.sha256(repr((task, classes, int(seed))).encode())
+    for name, t in reference.state_dict().items():
+        digest.update(name.encode())
+        digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for data in (forget, retain, test):
+        digest.update(b"-" if data is None else fingerprint(data).encode())
+    key = digest.hexdigest()
+    if key in _reference_cache:
+        _reference_cache.move_to_end(key)
+        return dict(_reference_cache[key])
+    ref = _scores(reference, forget, retain, test, task, classes, seed)
+    _reference_cache[key] = dict(ref)
+    while len(_reference_cache) > REFERENCE_CACHE_SIZE:
+        _reference_cache.popitem(last=False)
+    return ref
 
 
 def _on(model: nn.Module, device: torch.device) -> nn.Module:
