@@ -130,3 +130,16 @@ def test_every_file_readme_points_to_exists_in_a_clone():
     # the check tells a committed file from one a command writes and git ignores
     assert "benchmarks/results/digits/" not in pointed
     assert clone is None or "benchmarks/results/digits/report.md" not in clone
+
+
+def test_readme_authors_benchmark_table_is_the_committed_result():
+    readme = (ROOT / "README.md").read_text()
+    results = _results("authors")
+    spec = importlib.util.spec_from_file_location("readme_authors_table", ROOT / "benchmarks" / "readme_authors_table.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    lines = tables.table(results)
+    assert len(lines) == 2 + 3 * (3 + 12)     # header, rule; per forget share: 3 reference rows and 12 method entries
+    assert "\n".join(lines) in readme, "README's authors table disagrees with authors.json; " \
+        "rewrite it with python benchmarks/readme_authors_table.py"
+    assert f"{results['jobs']['total']} jobs in {results['wall_seconds']:.0f} s" in readme
