@@ -132,12 +132,7 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
             scores["avg_gap"] = sum(gaps.values()) / len(gaps)
         if task == "regression":
             scores["w1_to_reference"] = _w1(predict(model, forget), predict(reference, forget), targets(forget))
-    seconds = provenance(model).seconds
-    if seconds is not None:
-        scores["seconds"] = float(seconds)
-        ref_seconds = provenance(reference).seconds if reference is not None else None
-        if ref_seconds:
-            scores["rte"] = 100.0 * seconds / ref_seconds
+    scores.update(time_scores(model, reference))
     scores["evidence_tier"] = 0.0
     if evidence is not None:
         scores.update(_audit_evidence(evidence, forget, scores))
@@ -146,6 +141,18 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
         tier1["evidence_tier"] = max(scores["evidence_tier"], tier1["evidence_tier"])
         scores.update(tier1)
     return scores
+
+
+def time_scores(model: nn.Module, reference: nn.Module | None) -> dict[str, float]:
+    """``seconds`` (the model's recorded wall time) and ``rte`` (as % of the reference's), where recorded."""
+    out: dict[str, float] = {}
+    seconds = provenance(model).seconds
+    if seconds is not None:
+        out["seconds"] = float(seconds)
+        ref_seconds = provenance(reference).seconds if reference is not None else None
+        if ref_seconds:
+            out["rte"] = 100.0 * seconds / ref_seconds
+    return out
 
 
 REFERENCE_CACHE_SIZE = 4     # reference (oracle) score dicts remembered, most recent first

@@ -88,7 +88,6 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..provenance import provenance
 from ..threads import scoped
 from . import attacks as A
 from . import metrics as M
@@ -168,12 +167,9 @@ def evaluate_language(model: nn.Module, *, forget: Dataset, retain: Dataset, tes
         scores.update(_membership(sets, mine, ref))
     if ref is not None:
         scores.update(_comparisons(mine, ref))
-    seconds = provenance(model).seconds
-    if seconds is not None:
-        scores["seconds"] = float(seconds)
-        ref_seconds = provenance(reference).seconds if reference is not None else None
-        if ref_seconds:
-            scores["rte"] = 100.0 * seconds / ref_seconds
+    from ..evaluate import time_scores
+
+    scores.update(time_scores(model, reference))
     scores["evidence_tier"] = 0.0
     scores["n_oracles"] = 1.0 if reference is not None else 0.0
     if oracles is not None:
