@@ -22,7 +22,7 @@ from typing import Any
 
 from ..evaluate import TIER0_CAVEAT
 from ..modelio import atomic_write
-from ..report import (STYLE, comparable, definitions, figure_html, format_sizes, markdown_notes, markdown_table,
+from ..report import (STYLE, comparable, definitions, rows_task, figure_html, format_sizes, markdown_notes, markdown_table,
                       notes_html, summarise, table_html, verdict_json)
 from ..store import RunRecord, RunStore
 from ..verdict import FLOOR, ORACLE, oracle_pairs
@@ -209,8 +209,13 @@ def _args_lines(sec: Section) -> list[str]:
     return lines
 
 
+def _task(results: BenchResults) -> str:
+    """The task the bench's rows are of (their columns and definitions follow it)."""
+    return rows_task(results.sections[0].rows) if results.sections else "classification"
+
+
 def _markdown(results: BenchResults, meta: dict[str, Any], plots: list, dest: Path) -> str:
-    md = [f"# expunge bench: {meta['name']}", "", f"> {TIER0_CAVEAT}", "", definitions(), ""]
+    md = [f"# expunge bench: {meta['name']}", "", f"> {TIER0_CAVEAT}", "", definitions(_task(results)), ""]
     md += [f"- {k}: {v}" for k, v in meta.items() if k != "name"] + [""]
     for sec in results.sections:
         size = format_sizes(sec.sizes)
@@ -228,7 +233,7 @@ def _html(results: BenchResults, meta: dict[str, Any], plots: list) -> str:
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(meta['name'])}</title>"
              f"<style>{STYLE}</style></head><body>", f"<h1>expunge bench: {esc(meta['name'])}</h1>",
-             f"<p class='caveat'>{esc(TIER0_CAVEAT)}</p>", f"<p>{esc(definitions())}</p>", "<ul>"]
+             f"<p class='caveat'>{esc(TIER0_CAVEAT)}</p>", f"<p>{esc(definitions(_task(results)))}</p>", "<ul>"]
     parts += [f"<li>{esc(k)}: {esc(str(v))}</li>" for k, v in meta.items() if k != "name"] + ["</ul>"]
     for sec in results.sections:
         size = format_sizes(sec.sizes)
