@@ -143,3 +143,18 @@ def test_readme_authors_benchmark_table_is_the_committed_result():
     assert "\n".join(lines) in readme, "README's authors table disagrees with authors.json; " \
         "rewrite it with python benchmarks/readme_authors_table.py"
     assert f"{results['jobs']['total']} jobs in {results['wall_seconds']:.0f} s" in readme
+
+
+def test_readme_fashion_mnist_benchmark_table_is_the_committed_result():
+    readme = (ROOT / "README.md").read_text()
+    results = _results("fashion_mnist")
+    spec = importlib.util.spec_from_file_location("readme_fashion_table", ROOT / "benchmarks" / "readme_fashion_table.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    lines = tables.table(results)
+    assert len(lines) == 2 + 2 + 15          # header, rule, do nothing, noise floor, the 15 methods it ran
+    assert all("| – | – | – |" not in line for line in lines[4:]), "a method has no result in any scenario"
+    assert "\n".join(lines) in readme, "README's Fashion-MNIST table disagrees with fashion_mnist.json; " \
+        "rewrite it with python benchmarks/readme_fashion_table.py"
+    assert f"{results['jobs']['total']} jobs in {results['wall_seconds']:.0f} s" in readme
+    assert results["jobs"]["failed"] == 0
