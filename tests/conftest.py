@@ -6,11 +6,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import os
+import tempfile
+
 import pytest
 import torch
 
-import expunge
-from expunge.data import ArrayDataset, digits, generated_classification
+# judges of generated images (expunge.gen.judge) are cached on disk: keep the tests' cache out of the user's home
+os.environ.setdefault("EXPUNGE_CACHE", tempfile.mkdtemp(prefix="expunge-test-cache-"))
+
+import expunge  # noqa: E402
+from expunge.data import ArrayDataset, digits, generated_classification  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -179,12 +179,13 @@ def test_cuda_scope_turns_on_deterministic_algorithms_and_restores_them(monkeypa
 # -- methods create no tensor on the default device --------------------------------------------------------------
 
 WATCHED = (os.sep + os.path.join("expunge", "methods") + os.sep, os.sep + os.path.join("expunge", "per_sample.py"),
-           os.sep + os.path.join("expunge", "training.py"), os.sep + os.path.join("expunge", "ensemble") + os.sep)
+           os.sep + os.path.join("expunge", "training.py"), os.sep + os.path.join("expunge", "ensemble") + os.sep,
+           os.sep + os.path.join("expunge", "gen") + os.sep)
 
 
 class DefaultDeviceFactories(TorchFunctionMode):
-    """Records every tensor factory (zeros, randint, randperm, tensor, ...) that expunge's method, training and
-    per-sample code calls without ``device=``. Such a tensor lands on the default device (the CPU) whatever the
+    """Records every tensor factory (zeros, randint, randperm, tensor, ...) that expunge's method, training,
+    per-sample and generator code calls without ``device=``. Such a tensor lands on the default device (the CPU) whatever the
     model's device, which on a GPU is a silent fall-back or a device-mismatch error."""
 
     def __init__(self) -> None:
@@ -245,6 +246,12 @@ def test_methods_create_no_tensor_on_the_default_device(originals, name):
         model, f, r = models["cnn" if cls.requires_conv else "mlp"], forget, retain
     elif "regression" in cls.tasks:
         model, f, r = models["regression"], rforget, rretain
+    elif "generation" in cls.tasks:         # image generators: the generation conformance suite's tiny task
+        pytest.importorskip("diffusers")
+        from tests.conformance.test_generative_methods import GEN_CASES, KIND_TASKS
+
+        task = KIND_TASKS[next((kind for n, _, kind in GEN_CASES if n == name), "diffusion")]()
+        model, f, r = task.original, task.forget, task.retain
     else:                                   # language methods: the conformance suite's tiny task (or its override)
         pytest.importorskip("transformers")
         from tests.conformance.test_language_methods import LM_TASK_OVERRIDES

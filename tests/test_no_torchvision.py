@@ -24,12 +24,12 @@ def test_no_source_file_mentions_a_torchvision_import():
             assert not (stripped.startswith(("import torchvision", "from torchvision"))), f"{path}: {line}"
 
 
-def test_the_base_install_needs_no_language_model_library():
-    """``import expunge`` and the registry load neither transformers, tokenizers nor peft (the ``lm`` extra): they are
-    imported only when a language model or text data is used."""
+def test_the_base_install_needs_no_language_model_or_diffusion_library():
+    """``import expunge`` and the registry load neither transformers, tokenizers, peft (the ``lm`` extra) nor
+    diffusers (the ``gen`` extra): they are imported only when a language or diffusion model is used."""
     code = ("import sys, expunge\n"
             "expunge.methods()\n"
-            "loaded = [m for m in ('transformers', 'tokenizers', 'peft') if m in sys.modules]\n"
+            "loaded = [m for m in ('transformers', 'tokenizers', 'peft', 'diffusers') if m in sys.modules]\n"
             "assert not loaded, f'imported at start-up: {loaded}'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -126,3 +126,18 @@ def test_audit_verdict_reads_attacks_against_their_baselines():
     assert auc_margin(30, 100) == pytest.approx(2 * (131 / (12 * 30 * 100)) ** 0.5)
     assert "DISTINGUISHABLE" in audit_verdict(dict(noisy, lira_auc=0.75), 1, {"forget": 30, "test": 100})
     assert "no attack numbers" in audit_verdict({}, 0)
+
+
+def test_generated_sample_shares_get_at_least_their_sampling_noise_as_floor():
+    from expunge.verdict import noise_floor, sampling_floor
+
+    oracle = {"n_samples": 200.0, "retain_generation_accuracy": 90.0, "unlearning_accuracy": 100.0,
+              **{f"gen_acc_class_{k}": 90.0 for k in range(10)}}
+    # 20 samples per class: the retained share counts 9 classes' 180 samples, the forgotten one 20
+    assert sampling_floor("retain_generation_accuracy", oracle) == pytest.approx(100 * (2 * 0.9 * 0.1 / 180) ** 0.5)
+    assert sampling_floor("unlearning_accuracy", oracle) == pytest.approx(100 * (2 * 0.98 * 0.02 / 20) ** 0.5)
+    agreeing = {"gap_unlearning_accuracy": 0.0, "gap_retain_generation_accuracy": 0.0, "avg_gap": 1.0}
+    floor = noise_floor([agreeing], oracle)     # two oracles that happen to agree exactly
+    assert floor.of("retain_generation_accuracy") == pytest.approx(3.162, abs=1e-3)
+    far = noise_floor([{**agreeing, "gap_retain_generation_accuracy": 7.0}], oracle)
+    assert far.of("retain_generation_accuracy") == 7.0          # a measured floor above the noise is kept

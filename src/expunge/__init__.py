@@ -7,7 +7,7 @@
 (144, 1293)
 """
 from . import threads  # first: sets MKL_CBWR before torch loads (results independent of the thread count)
-from . import data, ensemble, exact, lm, metrics, models, sequential, tuning, worst_case
+from . import data, ensemble, exact, gen, lm, metrics, models, sequential, tuning, worst_case
 from .api import methods, model, train, unlearn
 from .audit import AuditResult, audit
 from .data import ArrayDataset, as_dataset, split_forget

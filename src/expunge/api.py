@@ -79,7 +79,14 @@ def check_outputs(model: nn.Module, data: Dataset) -> None:
     """Check that ``model``'s outputs fit ``data``'s targets (labels within the outputs for classification, one
     output per target for regression); ValueError saying what to change otherwise."""
     base, idx = resolve(data)
+    _check_generation(model, base)
     if len(idx) == 0:
+        return
+    if base.task == "generation":
+        top = int(base.y[idx].max())
+        if top >= model.n_classes:
+            raise ValueError(f"the data has class {top} but the generator is conditioned on {model.n_classes} "
+                             f"classes (0..{model.n_classes - 1})")
         return
     if base.task == "language":
         vocab = getattr(model, "vocab_size", None)
@@ -106,6 +113,22 @@ def check_outputs(model: nn.Module, data: Dataset) -> None:
                              "or give class labels as integers for classification")
 
 
+def _check_generation(model: nn.Module, base: Any) -> None:
+    """A generative model takes generation data and nothing else takes it; images must fit the model."""
+    from .gen.base import is_generative
+
+    if is_generative(model) and base.task != "generation":
+        raise ValueError(f"a generative model ({type(model).__name__}) needs labelled images of task 'generation'; "
+                         f"the data is {base.task} (prepare images with expunge.data.for_generation(data))")
+    if base.task == "generation" and not is_generative(model):
+        raise ValueError(f"generation data needs an expunge generative model (expunge.gen.unet(), expunge.gen.gan(), "
+                         f"DiffusionModel.from_unet(...)); got {type(model).__name__}")
+    if base.task == "generation" and tuple(base.x.shape[1:]) != tuple(model.image_shape):
+        raise ValueError(f"the images are {tuple(base.x.shape[1:])} but the model generates {tuple(model.image_shape)}"
+                         " (C, H, W); resize with expunge.data.for_generation(data, size=...) or build the model "
+                         "for this size")
+
+
 def train(model: nn.Module, data: Dataset, *, seed: int = 0, device: Any = None, precision: str | None = None,
           **recipe: Any) -> nn.Module:
     """Train a copy of ``model`` on ``data`` and return it; ``model`` is left untouched.
@@ -116,7 +139,9 @@ def train(model: nn.Module, data: Dataset, *, seed: int = 0, device: Any = None,
     cosine decay and batches of 64; for regression the gradient norm is also clipped at 5, so targets in the tens
     or hundreds train without diverging; language models (text data, :mod:`expunge.lm`) take AdamW with warmup
     and clipping (``training.TASK_DEFAULTS["language"]``), and a transformers model is returned wrapped as an
-    ``expunge.lm.CausalLM`` with the data's tokenizer. The recipe actually used is recorded on the returned model so that
+    ``expunge.lm.CausalLM`` with the data's tokenizer; image generators (:mod:`expunge.gen`, data from
+    :func:`expunge.data.for_generation`) train on their own objective with their ``recipe_defaults`` over
+    ``TASK_DEFAULTS["generation"]``. The recipe actually used is recorded on the returned model so that
     ``unlearn(..., method="retrain")`` trains the oracle the same way.
 
     ``device``: where to train (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``; default: the one
@@ -130,7 +155,7 @@ def train(model: nn.Module, data: Dataset, *, seed: int = 0, device: Any = None,
     precision = check_precision(run_precision(precision), target)
     Recipe.from_dict(recipe)   # bad settings are refused before the data is read
     base, idx = resolve(data)
-    r = Recipe.for_task(base.task, recipe)
+    r = Recipe.for_task(base.task, {**getattr(model, "recipe_defaults", {}), **recipe})
     if len(idx) == 0:
         raise ValueError("the training data is empty")
     check_outputs(model, data)

@@ -110,10 +110,11 @@ def _check_store(path: Path | None) -> None:
 
 @app.command()
 def demo(out: Optional[Path] = typer.Option(None, "--out", help="Directory for report.md, report.html, results.json "
-                                                             "(default expunge-demo, or expunge-demo-lm with --task "
-                                                             "lm)."),
-         task: str = typer.Option("digits", "--task", help="digits (default: classifiers on scikit-learn's digits) "
-                                                          "or lm (a language model on the fictitious authors)."),
+                                                             "(default expunge-demo, or expunge-demo-lm / "
+                                                             "expunge-demo-diffusion with --task lm / diffusion)."),
+         task: str = typer.Option("digits", "--task", help="digits (default: classifiers on scikit-learn's digits), "
+                                                          "lm (a language model on the fictitious authors) or "
+                                                          "diffusion (a diffusion model on the digits)."),
          seeds: int = typer.Option(1, "--seeds", help="Number of seeds (mean ± std over seeds)."),
          methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated method names, or 'all'."),
          model: Optional[str] = typer.Option(None, "--model", help="mlp (default) or cnn (runs the methods that need "
@@ -126,11 +127,17 @@ def demo(out: Optional[Path] = typer.Option(None, "--out", help="Directory for r
          device: str = DeviceOption,
          store: Optional[Path] = StoreOption) -> None:
     """Digits: original -> oracle -> every method, random-10% and class-wise forgetting; prints the table. With
-    --task lm: a language model on the fictitious authors, forgetting 5% of them."""
-    if task not in ("digits", "lm"):
-        raise ValueError(f"--task {task!r} is not allowed; expected digits or lm")
+    --task lm: a language model on the fictitious authors, forgetting 5% of them. With --task diffusion: a
+    class-conditional diffusion model on the digits, forgetting digit 3."""
+    if task not in ("digits", "lm", "diffusion"):
+        raise ValueError(f"--task {task!r} is not allowed; expected digits, lm or diffusion")
     if task == "lm" and model is not None:
         raise ValueError("--model applies to the digits demo; the language demo trains its own Llama model")
+    if task == "diffusion" and model is not None:
+        raise ValueError("--model applies to the digits demo; the diffusion demo trains expunge.gen.unet()")
+    if task == "diffusion" and (tune or trials is not None):
+        raise ValueError("--tune and --trials apply to the digits and lm demos; the diffusion demo runs each method "
+                         "with its defaults")
     _use_threads(threads)
     _use_device(device)
     from .report import aggregate, report_tier, text_table
@@ -141,17 +148,26 @@ def demo(out: Optional[Path] = typer.Option(None, "--out", help="Directory for r
 
         check_lm(seeds=seeds, methods=methods, epochs=epochs)       # bad options: nothing recorded
         model = "lm"
+    elif task == "diffusion":
+        from .gen.demo import check_options as check_diffusion, run_demo as run_diffusion
+
+        check_diffusion(seeds=seeds, methods=methods, epochs=epochs)
+        model = "unet"
     else:
         from .demo import check_options, run_demo
 
         model = model or "mlp"
         check_options(seeds=seeds, methods=methods, model=model, epochs=epochs)
     quick_budget(tune, trials)
-    out = out if out is not None else Path("expunge-demo-lm" if task == "lm" else "expunge-demo")
+    out = out if out is not None else Path({"lm": "expunge-demo-lm", "diffusion": "expunge-demo-diffusion"}
+                                           .get(task, "expunge-demo"))
     _writable_dir(out, "--out")
     _check_store(store)
     if task == "lm":
         _echo("expunge demo: fictitious authors, a Llama model trained here; original -> oracle (retrain) -> methods")
+    elif task == "diffusion":
+        _echo("expunge demo: digits, a class-conditional diffusion model trained here; original -> oracle (retrain) "
+              "-> methods")
     else:
         _echo(f"expunge demo: scikit-learn digits, {model.upper()}; original -> oracle (retrain) -> methods")
     with RunStore(store) as db, db.run("demo", "demo", params={"out": str(out), "seeds": seeds,
@@ -165,6 +181,10 @@ def demo(out: Optional[Path] = typer.Option(None, "--out", help="Directory for r
         if task == "lm":
             result = run_lm(out, seeds=seeds, methods=methods, epochs=epochs, on_result=progress, tune=tune,
                             trials=trials, on_message=_echo)
+        elif task == "diffusion":
+            result = run_diffusion(out, seeds=seeds, methods=methods, epochs=epochs, on_result=progress,
+                                   on_message=_echo)
+            _echo("  seconds per phase: " + ", ".join(f"{k} {v:.0f}" for k, v in result["phases"].items()))
         else:
             result = run_demo(out, seeds=seeds, methods=methods, model=model, epochs=epochs, on_result=progress,
                               tune=tune, trials=trials, on_message=_echo)

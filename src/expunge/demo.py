@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 from . import api
 from .data import digits, split_forget
 from .experiment import Comparison, MethodResult, Prepared, compare_methods
+from .method_choice import choose_methods as pick
 from .methods import registered
 from .models import CONV_MODELS
 from . import presets
@@ -39,29 +40,10 @@ def classification_methods() -> list[str]:
 
 
 def choose_methods(spec: str | Sequence[str] | None) -> list[str]:
-    """``None`` or ``"all"`` -> every classification method; else the names given."""
-    if spec is None:
-        return classification_methods()
-    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
-    if names == ["all"]:
-        return classification_methods()
-    known = registered()
-    for n in names:
-        if n not in known:
-            raise ValueError(f"unknown method {n!r}; allowed: all, {', '.join(classification_methods())}")
-        cls = known[n]
-        if n == "retrain":
-            raise ValueError("retrain is the oracle every method is measured against (the 'oracle (target)' row); "
-                             f"choose among: all, {', '.join(classification_methods())}")
-        if cls.needs_special_original:
-            raise ValueError(f"method {n!r} needs a specially trained original (see its documentation), which the "
-                             f"demo does not train; choose among: all, {', '.join(classification_methods())}")
-        if "classification" not in cls.tasks:
-            raise ValueError(f"method {n!r} unlearns {' and '.join(cls.tasks)} models and the demo is classification;"
-                             f" choose among: all, {', '.join(classification_methods())}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"--methods names {next(n for n in names if names.count(n) > 1)!r} twice; name each once")
-    return names
+    """``None`` or ``"all"`` -> every classification method; else the names given (ValueError naming a bad one)."""
+    special = {n: "needs a specially trained original (see its documentation), which the demo does not train"
+               for n, cls in registered().items() if cls.needs_special_original}
+    return pick(spec, task="classification", demo="classification", every=classification_methods(), refused=special)
 
 
 def check_options(*, seeds: int = 1, methods: str | Sequence[str] | None = None, model: str = "mlp",

@@ -18,6 +18,10 @@ Regression: ``forget_mae``, ``retain_mae``, ``test_mae``, ``mia_efficacy`` (loss
 Language models (text data): :func:`expunge.lm.evaluate.evaluate_language` (TOFU and MUSE scores, text membership
 attacks, gaps to the oracle; its module docstring defines every key).
 
+Image generators (generation data): :func:`expunge.gen.evaluate.evaluate_generation` (unlearning accuracy and
+per-class generation accuracy read by a classifier trained on the real images, Fréchet distances on its features,
+membership and embedding-space attacks, gaps to the oracle; its module docstring defines every key).
+
 Both: ``seconds`` (the model's recorded wall time) and, with a reference, ``rte`` = seconds as % of the
 reference's; ``evidence_tier`` = 0 (accuracies and a population attack: this cannot show that the model is
 indistinguishable from the oracle).
@@ -41,6 +45,7 @@ Stronger evidence (classification):
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from collections import OrderedDict
@@ -52,6 +57,7 @@ from torch.utils.data import Dataset
 
 from .data.datasets import fingerprint, resolve, targets
 from .devices import model_device, resolve_device
+from .gen.base import is_generative
 from .metrics import logit_scaled_confidence, per_example_loss, predict
 from .metrics.mia import svc_mia
 from .provenance import provenance
@@ -86,7 +92,7 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
              reference: nn.Module | None = None, forgotten_classes: Iterable[int] | None = None,
              seed: int = 0, oracles: nn.Module | None = None, evidence: Any = None,
              device: Any = None, world: Dataset | None = None, documents: Dataset | None = None,
-             max_examples: int | None = None) -> dict[str, float]:
+             max_examples: int | None = None, samples_per_class: int | None = None) -> dict[str, float]:
     """Score ``model`` on the forget, retain and test sets; with ``reference`` (the oracle), also the gaps.
 
     ``forgotten_classes`` defaults to the classes of a class-wise forget request made by ``split_forget``.
@@ -99,6 +105,10 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
     ``test`` the holdout set (membership attacks, PrivLeak), ``world`` the world-facts utility set, ``documents``
     forget-set documents (VerbMem), ``max_examples`` a cap on the rows scored per set, and ``oracles`` a list of
     K >= 2 oracle language models (per-fact tier-1 scores).
+
+    Image generators (generation data): the scores of :func:`expunge.gen.evaluate.evaluate_generation`, drawing
+    ``samples_per_class`` images per class (default 50); call it directly for its other settings (the judge, the
+    attacks).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
@@ -108,6 +118,9 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
         reference = _on(reference, target) if isinstance(reference, nn.Module) else reference
         oracles = _on(oracles, target) if isinstance(oracles, nn.Module) else oracles
     task = resolve(forget)[0].task
+    if is_generative(model) and task != "generation":
+        raise ValueError(f"an image generator is scored on generation data (expunge.data.for_generation); the data "
+                         f"is {task} data")
     if task == "language":
         from .lm.evaluate import evaluate_language
 
@@ -115,6 +128,18 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
             raise ValueError("forgotten_classes= and evidence= apply to classifiers; the data is text")
         return evaluate_language(model, forget=forget, retain=retain, test=test, world=world, reference=reference,
                                  documents=documents, oracles=oracles, max_examples=max_examples, seed=seed)
+    if task == "generation":
+        from .gen.evaluate import evaluate_generation
+
+        extra = [name for name, v in (("oracles", oracles), ("evidence", evidence), ("world", world),
+                                      ("documents", documents), ("max_examples", max_examples)) if v is not None]
+        if extra:
+            raise ValueError(f"{'=, '.join(extra)}= do not apply to image generators; the data is generation data")
+        more = {} if samples_per_class is None else {"samples_per_class": samples_per_class}
+        return evaluate_generation(model, forget=forget, retain=retain, test=test, reference=reference,
+                                   forgotten_classes=forgotten_classes, seed=seed, **more)
+    if samples_per_class is not None:
+        raise ValueError(f"samples_per_class= applies to image generators; the data is {task} data")
     if world is not None or documents is not None or max_examples is not None:
         raise ValueError("world=, documents= and max_examples= apply to the language task; the data is "
                          f"{task} data")
@@ -156,6 +181,25 @@ def time_scores(model: nn.Module, reference: nn.Module | None) -> dict[str, floa
 
 
 REFERENCE_CACHE_SIZE = 4     # reference (oracle) score dicts remembered, most recent first
+
+
+def content_key(settings: str, model: nn.Module, datasets: Iterable[Dataset | None]) -> str:
+    """A SHA-256 over ``settings``, ``model``'s weights and buffers (names and bytes), what rebuilds it when it
+    knows (``config()``: an image generator's sampling settings live there, not in its weights) and the datasets'
+    content fingerprints: the key of a reference's cached scores."""
+    digest = hashlib.sha256(settings.encode())
+    config = getattr(model, "config", None)
+    if callable(config):
+        try:
+            digest.update(json.dumps(config(), sort_keys=True, default=str).encode())
+        except NotImplementedError:      # a generator that cannot say what rebuilds it: its weights decide
+            pass
+    for name, t in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for data in datasets:
+        digest.update(b"-" if data is None else fingerprint(data).encode())
+    return digest.hexdigest()
 _reference_cache: "OrderedDict[str, dict[str, float]]" = OrderedDict()
 
 
@@ -165,13 +209,7 @@ def _reference_scores(reference: nn.Module, forget: Dataset, retain: Dataset, te
     models against one oracle, and the oracle's SVC MIA (5 fits) would otherwise be refitted at every call. The key
     hashes the reference's weights and buffers and the data's content, so a changed model or dataset is scored
     again; the values are those ``_scores`` gives (it is deterministic)."""
-    digest = hashlib.sha256(repr((task, classes, int(seed))).encode())
-    for name, t in reference.state_dict().items():
-        digest.update(name.encode())
-        digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    for data in (forget, retain, test):
-        digest.update(b"-" if data is None else fingerprint(data).encode())
-    key = digest.hexdigest()
+    key = content_key(repr((task, classes, int(seed))), reference, (forget, retain, test))
     if key in _reference_cache:
         _reference_cache.move_to_end(key)
         return dict(_reference_cache[key])

@@ -19,6 +19,9 @@ SHA-256 (:data:`LM_MANIFEST`). The directory is written complete under a tempora
 renamed into place; a previous directory at ``path`` is moved aside first and put back if the rename fails, so a
 failure at any step leaves the previous model as it was. Loading a directory checks the manifest (when there is
 one: a directory written by transformers itself has none) and refuses pickle-only weights (``pytorch_model.bin``).
+
+Image generators (:mod:`expunge.gen`) are saved like other models; the sidecar also holds their kind and
+configuration (``generator``), from which ``load_model`` rebuilds them before loading the weights.
 """
 from __future__ import annotations
 
@@ -116,7 +119,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, extra: dict[str, An
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     weights = save(state)
     meta = {"format": FORMAT, "provenance": provenance(model).to_dict(), "extra": extra or {},
-            "tensors": {k: list(v.shape) for k, v in state.items()},
+            "tensors": {k: list(v.shape) for k, v in state.items()}, **_generator_record(model),
             CHECKSUM: hashlib.sha256(weights).hexdigest()}
     _write_pair(path, weights, sidecar_path(path), json.dumps(meta, indent=2, default=str).encode())
     return path
@@ -298,6 +301,8 @@ def load_model(path: str | os.PathLike, *, into: nn.Module | None = None) -> nn.
     header = check_model_files(path)
     meta = read_sidecar(path)
     prov = Provenance.from_dict(meta.get("provenance", {}) if isinstance(meta.get("provenance"), dict) else {})
+    if into is None and "generator" in meta:
+        into = _build_generator(path, meta["generator"])
     if into is None:
         arch = prov.architecture
         if not arch:
@@ -343,6 +348,26 @@ def _check_fits(path: Path, want: dict[str, torch.Tensor], header: dict[str, tup
         k = bad[0]
         raise ValueError(f"{path}: tensor {k} has shape {tuple(header[k][1])}, the model expects "
                          f"{tuple(want[k].shape)}")
+
+
+# ------------------------------------------------------------------------------------------ image generators
+def _generator_record(model: nn.Module) -> dict[str, Any]:
+    """What rebuilds an image generator (``expunge.gen``): its kind and configuration, for the sidecar."""
+    from .gen.base import is_generative
+
+    return {"generator": {"kind": model.kind, "config": model.config()}} if is_generative(model) else {}
+
+
+def _build_generator(path: Path, record: Any) -> nn.Module:
+    from .gen import from_config
+
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise ValueError(f"{path}: the sidecar's generator must be {{\"kind\": ..., \"config\": {{...}}}}; got "
+                         f"{str(record)[:80]}")
+    try:
+        return from_config(record.get("kind"), record["config"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: the sidecar's generator cannot be built: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------ language models

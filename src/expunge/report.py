@@ -9,7 +9,10 @@ reasons. Reports state the forget-set size and caption their plots. Every table 
 every report states the tier its methods reach (the lowest among them) with what that tier can and cannot show: a
 tier-0 report says that it cannot show indistinguishability from retraining. Language-model rows (scores from
 :func:`expunge.lm.evaluate.evaluate_language`) get their own columns: forget quality, model utility, forget and
-retain answer probability and ROUGE-L, PrivLeak, Avg. Gap, its multiple of the floor, RTE and seconds.
+retain answer probability and ROUGE-L, PrivLeak, Avg. Gap, its multiple of the floor, RTE and seconds; image
+generators' rows (:func:`expunge.gen.evaluate.evaluate_generation`) theirs: unlearning accuracy, retained-class
+generation accuracy, Fréchet distances, membership AUC, attack success, Avg. Gap, its multiple of the floor, RTE
+and seconds. ``extra_md``/``extra_html`` append sections such as sample grids (:mod:`expunge.gen.report`).
 """
 from __future__ import annotations
 
@@ -37,7 +40,12 @@ LANGUAGE_COLUMNS = [("FQ", "forget_quality"), ("MU", "model_utility"), ("forget 
                     ("retain prob", "retain_prob"), ("forget ROUGE", "forget_rouge"), ("retain ROUGE", "retain_rouge"),
                     ("PrivLeak", "privleak"), ("Avg.Gap", "avg_gap"), ("x floor", "floors"), ("RTE %", "rte"),
                     ("seconds", "seconds")]
-FRACTION_KEYS = {"model_utility", "forget_prob", "retain_prob", "forget_rouge", "retain_rouge"}   # 3 decimals
+GENERATION_COLUMNS = [("UA", "unlearning_accuracy"), ("retain gen acc", "retain_generation_accuracy"),
+                      ("Frechet retain", "frechet_retain"), ("Frechet to oracle", "frechet_to_reference"),
+                      ("MIA AUC", "mia_auc"), ("attack %", "attack_success"), ("Avg.Gap", "avg_gap"),
+                      ("x floor", "floors"), ("RTE %", "rte"), ("seconds", "seconds")]
+FRACTION_KEYS = {"mia_auc", "model_utility", "forget_prob", "retain_prob", "forget_rouge",
+                 "retain_rouge"}   # 3 decimals
 TIER_COLUMN = ("tier", "evidence_tier")
 VERDICT_COLUMN = ("verdict", "verdict")
 BEST = " (best)"
@@ -61,12 +69,13 @@ STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
 def columns_for(rows: Rows, *, tier: bool = False) -> list[tuple[str, str]]:
     """The table's columns for these rows (classification or regression), with the evidence tier if asked; the
     verdict is always the last column."""
-    cols = {"regression": REGRESSION_COLUMNS, "language": LANGUAGE_COLUMNS}.get(rows_task(rows), COLUMNS)
+    cols = {"regression": REGRESSION_COLUMNS, "language": LANGUAGE_COLUMNS,
+            "generation": GENERATION_COLUMNS}.get(rows_task(rows), COLUMNS)
     return cols + ([TIER_COLUMN] if tier else []) + [VERDICT_COLUMN]
 
 
 def rows_task(rows: Rows) -> str:
-    """``classification``, ``regression`` or ``language``: the task the rows' scores are of."""
+    """``classification``, ``regression``, ``language`` or ``generation``: the task the rows' scores are of."""
     return task_of(next((s for runs in rows.values() for s in runs if s), {}))
 
 
@@ -229,6 +238,8 @@ def definitions(task: str = "classification") -> str:
     """What the table's columns and verdicts mean (the language task has its own columns)."""
     if task == "language":
         return language_definitions()
+    if task == "generation":
+        return generation_definitions()
     return ("UA = 100 − forget accuracy; RA = retain accuracy; TA = test accuracy (remaining classes for class-wise "
             "forgetting); MIA = MIA-efficacy, % of the forget set an SVC on the logit-scaled confidence calls "
             "non-member (mean of 5 seeded member draws); Avg.Gap = mean |method − oracle| over UA, RA, TA, MIA; "
@@ -239,6 +250,24 @@ def definitions(task: str = "classification") -> str:
             f"original's and within {FORGET_MARGIN:g} floors of the oracle (partly forgot: only the first); "
             f"kept = RA and TA each within {KEEP_MARGIN:g} floors of the oracle's; nothing to forget = "
             "the original is already that close. Methods are sorted by Avg.Gap, the lowest marked (best).")
+
+
+def generation_definitions() -> str:
+    return ("Image generators, scored by expunge.gen.evaluate on samples read by a judge (a classifier trained on the "
+            "real images): UA = unlearning accuracy, % of the samples conditioned on the forgotten class that the "
+            "judge does not assign to it; retain gen acc = mean over the retained classes of the % of samples "
+            "judged as their class; Frechet retain = Frechet distance between generated and real images on the "
+            "judge's penultimate features (not FID: no Inception weights), mean over retained classes; Frechet to "
+            "oracle = the same between the model's and the oracle's samples; MIA AUC = membership attack on the "
+            "forget images against held-out ones (denoising error); attack % = share of samples judged as the "
+            "forgotten class after an embedding-space search near its conditioning; Avg.Gap = mean |method - "
+            "oracle| in percentage points over UA, retain gen acc, MIA AUC and attack %; x floor = Avg.Gap as a "
+            "multiple of the noise floor, the Avg.Gap between two oracles of different seeds; RTE % = method time "
+            "as % of the oracle's retraining time. Every metric's target is the oracle's value. The original row "
+            "is doing nothing. Verdict (expunge.verdict): forgot = its gap on UA and attack % at least "
+            f"{FORGET_MARGIN:g} floors below the original's and within {FORGET_MARGIN:g} floors of the oracle "
+            f"(partly forgot: only the first); kept = retain gen acc within {KEEP_MARGIN:g} floors of the oracle's. "
+            "Methods are sorted by Avg.Gap, the lowest marked (best).")
 
 
 def language_definitions() -> str:
@@ -284,8 +313,9 @@ def format_sizes(sizes: Sequence[dict[str, float]]) -> str:
 
 
 def write_reports(out: str | Path, title: str, sections: dict[str, Sequence[Comparison]],
-                  meta: dict[str, Any]) -> dict[str, Path]:
-    """Write report.md, report.html and results.json under ``out``; return their paths."""
+                  meta: dict[str, Any], *, extra_md: str = "", extra_html: str = "") -> dict[str, Path]:
+    """Write report.md, report.html and results.json under ``out``; return their paths. ``extra_md`` and
+    ``extra_html`` are appended to the Markdown and HTML reports (e.g. sample grids)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     aggregated = {name: aggregate(comps) for name, comps in sections.items()}
@@ -298,10 +328,13 @@ def write_reports(out: str | Path, title: str, sections: dict[str, Sequence[Comp
         md += [f"## {name}", ""] + ([size, ""] if size else []) + [markdown_table(rows, tier=True), ""]
         md += markdown_notes(rows) + [""]
         md += [f"- {r.method}: {r.error}" for c in sections[name] for r in c.results if r.error]
+    if extra_md:
+        md += [extra_md, ""]
     paths = {"md": out / "report.md", "html": out / "report.html", "json": out / "results.json"}
     atomic_write(paths["md"], "\n".join(md).encode())
     atomic_write(paths["html"], _html(title, aggregated, meta, tier,
-                                      {name: sizes_line(comps) for name, comps in sections.items()}).encode())
+                                      {name: sizes_line(comps) for name, comps in sections.items()},
+                                      extra_html).encode())
     results = {"title": title, "meta": meta, "evidence_tier": tier, "caveat": tier_statement(tier),
                "scenarios": {name: {"seeds": [_comparison_json(c) for c in comps],
                                     "mean": {row: {k: summarise(runs, k)[0] for k in _keys(runs)}
@@ -427,7 +460,7 @@ def plots_html(rows: Rows, title: str) -> str:
 
 
 def _html(title: str, aggregated: dict[str, Rows], meta: dict[str, Any], tier: int = 0,
-          sizes: dict[str, str] | None = None) -> str:
+          sizes: dict[str, str] | None = None, extra: str = "") -> str:
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{STYLE}"
              "</style></head><body>", f"<h1>{esc(title)}</h1>", f"<p class='caveat'>{esc(tier_statement(tier))}</p>",
@@ -440,5 +473,7 @@ def _html(title: str, aggregated: dict[str, Rows], meta: dict[str, Any], tier: i
         if sizes and sizes.get(name):
             parts.append(f"<p>{esc(sizes[name])}</p>")
         parts += [table_html(rows), notes_html(rows), plots_html(rows, name)]
+    if extra:
+        parts.append(extra)
     parts.append("</body></html>")
     return "\n".join(parts)

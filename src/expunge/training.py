@@ -136,6 +136,10 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # (benchmarks/authors_recipe.py)
     "language": {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.01, "batch_size": 32, "epochs": 20,
                  "warmup": 0.05, "clip_grad_norm": 1.0},
+    # class-conditional image generators (expunge.gen): Adam-type optimisers with clipping; each model adds its
+    # own settings (GenerativeModel.recipe_defaults, merged over these by expunge.train)
+    "generation": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 128, "epochs": 40,
+                   "warmup": 0.05, "clip_grad_norm": 1.0},
 }
 
 
@@ -308,6 +312,9 @@ def task_loss(kind: str, task: str, *, reduction: str = "mean") -> Callable[[tor
         raise ValueError(f"loss={kind!r} is not allowed; expected one of {', '.join(LOSSES)}")
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction={reduction!r} is not allowed; expected 'mean' or 'none'")
+    if task == "generation":
+        raise ValueError("generative models train on their own objective (GenerativeModel.training_loss); "
+                         "task_loss does not apply to the generation task")
     if task == "language":     # next-token cross-entropy over the labelled tokens (expunge.lm.losses)
         if kind not in ("auto", "cross_entropy"):
             raise ValueError(f"loss {kind!r} does not apply to language models; use 'auto' or 'cross_entropy'")
@@ -334,6 +341,15 @@ def supervised(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], part:
     def loss_fn(model: nn.Module, batch: Batch, ctx: "StepContext") -> torch.Tensor:
         p = batch[part]
         return loss(model(p.x), p.y)
+    return loss_fn
+
+
+def generative_loss(part: str = "data"):
+    """A loss_fn computing a generative model's own objective, ``model.training_loss(x, y)``, on one part of the
+    batch (``expunge.gen``: the denoising loss of a diffusion model, the adversarial losses of a GAN)."""
+    def loss_fn(model: nn.Module, batch: Batch, ctx: "StepContext") -> torch.Tensor:
+        p = batch[part]
+        return model.training_loss(p.x, p.y)
     return loss_fn
 
 
@@ -383,6 +399,11 @@ def fit(model: nn.Module, plan: Plan, *, recipe: Recipe, loss_fn=None, task: str
 
         task_loss(recipe.loss, task)          # refuses losses that do not apply to language models
         loss_fn = language_loss_fn()
+    if loss_fn is None and task == "generation":
+        if recipe.loss != "auto":
+            raise ValueError(f"loss {recipe.loss!r} does not apply to generative models; they train on their own "
+                             "objective (use 'auto')")
+        loss_fn = generative_loss()
     loss_fn = loss_fn or supervised(task_loss(recipe.loss, task))
     for tag, factor in (tag_lr or {}).items():
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 <= factor < math.inf:

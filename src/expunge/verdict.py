@@ -6,7 +6,9 @@ means over seeds; every ``gap_*`` is the method's absolute difference to the ora
 
 - **floor.** For each metric, the mean over oracle pairs of ``|oracle_a − oracle_b|``, at least
   :data:`MIN_FLOOR` points (regression: at least :data:`MIN_RELATIVE_FLOOR` of the oracle's value), so that two
-  oracles that happen to agree do not make every difference look significant. The Avg. Gap floor likewise.
+  oracles that happen to agree do not make every difference look significant (for the shares of generated samples
+  an image generator is scored on, at least their sampling noise: :func:`sampling_floor`). The Avg. Gap floor
+  likewise.
   Without a second oracle the minimum floors are used and the verdict says that the floor was not measured.
 - **forget gap.** The mean of the forget-side gaps: ``gap_ua`` and ``gap_mia_efficacy`` (regression:
   ``gap_forget_mae`` and ``gap_mia_efficacy``); the MIA is left out when it is unstable for the method or the
@@ -25,6 +27,9 @@ means over seeds; every ``gap_*`` is the method's absolute difference to the ora
 - **language models** (:mod:`expunge.lm.evaluate`): the forget side is the answer probability, ROUGE-L and truth
   ratio on the forget set; kept reads the retain answer probability, retain ROUGE-L and the model utility; their
   gaps are in percentage points of these fractions, so the same minimum floor applies.
+- **image generators** (:mod:`expunge.gen.evaluate`): the forget side is the unlearning accuracy and the
+  embedding attack's success on the forgotten class; kept reads the retained classes' generation accuracy (all in
+  percent).
 - Reports also give each Avg. Gap as a multiple of the Avg. Gap floor (1× = as close as another oracle).
 
 The original model itself is checked first (:func:`degenerate_original`): accuracy within a point of always
@@ -51,12 +56,14 @@ KEEP_MARGIN = 2.0            # floors within which retain and test must stay of 
 ONE_CLASS_SHARE = 90.0       # % of test predictions in one class that marks a degenerate original
 
 FORGET_KEYS = {"classification": ("ua", "mia_efficacy"), "regression": ("forget_mae", "mia_efficacy"),
-               "language": ("forget_prob", "forget_rouge", "forget_truth_ratio")}
+               "language": ("forget_prob", "forget_rouge", "forget_truth_ratio"),
+               "generation": ("unlearning_accuracy", "attack_success")}
 KEEP_KEYS = {"classification": ("retain_acc", "test_acc"), "regression": ("retain_mae", "test_mae"),
-             "language": ("retain_prob", "retain_rouge", "model_utility")}
+             "language": ("retain_prob", "retain_rouge", "model_utility"),
+             "generation": ("retain_generation_accuracy",)}
 KEEP_NAMES = {"retain_acc": "retain accuracy", "test_acc": "test accuracy", "retain_mae": "retain MAE",
               "test_mae": "test MAE", "retain_prob": "retain answer probability", "retain_rouge": "retain ROUGE-L",
-              "model_utility": "model utility"}
+              "model_utility": "model utility", "retain_generation_accuracy": "retained-class generation accuracy"}
 LANGUAGE_SCALE = 100.0       # language scores are fractions; their gaps (and floors) are in percentage points
 # what a language model's Avg. Gap averages (as expunge.lm.evaluate.AVG_GAP_KEYS)
 LANGUAGE_AVG_GAP = ("forget_prob", "forget_rouge", "forget_truth_ratio", "retain_prob", "retain_rouge",
@@ -83,6 +90,8 @@ class NoiseFloor:
 def task_of(scores: dict[str, float]) -> str:
     if "forget_mae" in scores:
         return "regression"
+    if "unlearning_accuracy" in scores or "gap_unlearning_accuracy" in scores:
+        return "generation"
     return "language" if "forget_prob" in scores or "gap_forget_prob" in scores else "classification"
 
 
@@ -223,7 +232,29 @@ def _minimum(key: str, oracle: dict[str, float], task: str) -> float:
     if task == "regression" and key != "mia_efficacy":
         v = oracle.get(key)
         return MIN_RELATIVE_FLOOR * abs(v) if _finite(v) and v else 1e-6
+    if task == "generation" and key in SAMPLED_SHARES:
+        return max(MIN_FLOOR, sampling_floor(key, oracle))
     return MIN_FLOOR
+
+
+#: generation scores that are shares of a model's samples (percent), and which classes' samples they count
+SAMPLED_SHARES = {"unlearning_accuracy": "forgotten", "retain_generation_accuracy": "retained"}
+
+
+def sampling_floor(key: str, oracle: dict[str, float]) -> float:
+    """The sampling noise of a share of generated samples: the standard error, in percentage points, of the
+    difference between two independent estimates of the oracle's share p from n samples each, 100·√(2p(1−p)/n)
+    (p kept within [0.02, 0.98]). Two oracles that happen to agree on 20 samples per class would otherwise make
+    a few samples' difference look like many floors. n: the samples the share counts (``n_samples`` over the
+    ``gen_acc_class_k`` classes; one class for the forgotten share, the rest for the retained one)."""
+    classes = sum(1 for k in oracle if k.startswith("gen_acc_class_"))
+    total, p = oracle.get("n_samples"), oracle.get(key)
+    if not classes or not _finite(total) or not _finite(p):
+        return 0.0
+    per_class = total / classes
+    n = per_class if SAMPLED_SHARES[key] == "forgotten" else per_class * max(classes - 1, 1)
+    p = min(max(p / 100.0, 0.02), 0.98)
+    return 100.0 * math.sqrt(2 * p * (1 - p) / n)
 
 
 def _finite(v) -> bool:

@@ -117,7 +117,7 @@ def test_bad_options_are_refused_before_any_work(tmp_path, options, message):
 
 @pytest.mark.parametrize("argv, message", [
     (["demo", "--task", "lm", "--methods", "nope"], "unknown method 'nope'"),
-    (["demo", "--task", "vision"], "--task 'vision' is not allowed; expected digits or lm"),
+    (["demo", "--task", "vision"], "--task 'vision' is not allowed; expected digits, lm or diffusion"),
     (["demo", "--task", "lm", "--model", "cnn"], "--model applies to the digits demo"),
     (["demo", "--task", "lm", "--seeds", "0"], "seeds must be"),
     (["demo", "--task", "lm", "--trials", "2"], "give it together with tune"),

@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-Task = Literal["classification", "regression", "language"]
-TASKS = ("classification", "regression")   # of ArrayDataset; TextDataset (data/text.py) is "language"
+Task = Literal["classification", "regression", "language", "generation"]
+TASKS = ("classification", "regression", "generation")   # of ArrayDataset; TextDataset (data/text.py) is "language"
+LABELLED = ("classification", "generation")   # tasks whose targets are class labels (generation: class-conditional
+                                               # image generators, expunge.gen; data from data.for_generation)
 
 
 class ArrayDataset(Dataset):
@@ -48,7 +50,7 @@ class ArrayDataset(Dataset):
             raise ValueError(f"features and targets differ in length: {len(x)} rows of x but {len(y)} of y")
         task = infer_task(y) if task is None else _check_task(task)
         x = x.float() if not torch.is_floating_point(x) else x.to(torch.float32)
-        if task == "classification":
+        if task in LABELLED:
             if torch.is_floating_point(y):
                 _check_finite(y, "targets")
                 if not torch.equal(y, y.round()):
@@ -77,7 +79,7 @@ class ArrayDataset(Dataset):
 
     @property
     def num_classes(self) -> int | None:
-        if self.task != "classification":
+        if self.task not in LABELLED:
             return None
         if self.class_names is not None:
             return len(self.class_names)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from .datasets import groups_of, resolve, targets, task_of
+from .datasets import LABELLED, groups_of, resolve, targets, task_of
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,9 @@ def _by_fraction(n: int, fraction: float, seed: int) -> tuple[np.ndarray, Forget
 
 
 def _by_classes(dataset: Dataset, classes: Any) -> tuple[np.ndarray, ForgetRequest]:
-    if task_of(dataset) != "classification":
-        raise ValueError("classes= needs a classification dataset; this one has regression targets")
+    if task_of(dataset) not in LABELLED:
+        raise ValueError(f"classes= needs class labels (a classification or generation dataset); this one is "
+                         f"{task_of(dataset)}")
     wanted = np.atleast_1d(np.asarray(classes))
     if wanted.size == 0 or not np.issubdtype(wanted.dtype, np.integer):
         raise ValueError(f"classes must be a non-empty list of integer labels; got {classes!r}")
@@ -151,6 +152,6 @@ def train_test_split(dataset: Dataset, *, test_fraction: float = 0.2, seed: int 
 
     base, _ = resolve(dataset)
     n = len(dataset)  # type: ignore[arg-type]
-    strat = targets(dataset).numpy() if stratify and base.task == "classification" else None
+    strat = targets(dataset).numpy() if stratify and base.task in LABELLED else None
     tr, te = sk_split(np.arange(n), test_size=test_fraction, random_state=seed, stratify=strat)
     return Subset(dataset, np.sort(tr).tolist()), Subset(dataset, np.sort(te).tolist())

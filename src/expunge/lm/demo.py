@@ -68,30 +68,9 @@ def language_methods() -> list[str]:
 
 def choose_methods(spec: str | Sequence[str] | None) -> list[str]:
     """``None`` or ``"all"`` -> every language method; else the names given (ValueError naming a bad one)."""
-    from ..methods import registered
+    from ..method_choice import choose_methods as pick
 
-    every = language_methods()
-    if spec is None:
-        return every
-    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
-    if names == ["all"]:
-        return every
-    known = registered()
-    for n in names:
-        if n == "retrain":
-            raise ValueError("retrain is the oracle every method is measured against (the 'oracle (target)' row); "
-                             f"choose among: all, {', '.join(every)}")
-        if n not in known:
-            raise ValueError(f"unknown method {n!r}; allowed: all, {', '.join(every)}")
-        if "language" not in known[n].tasks:
-            raise ValueError(f"method {n!r} unlearns {' and '.join(known[n].tasks)} models and this demo is the "
-                             f"language one; choose among: all, {', '.join(every)}")
-        if n in OTHER_MODELS:
-            raise ValueError(f"method {n!r} {OTHER_MODELS[n]}; choose among: all, "
-                             f"{', '.join(m for m in every if m not in OTHER_MODELS)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"--methods names {next(n for n in names if names.count(n) > 1)!r} twice; name each once")
-    return names
+    return pick(spec, task="language", demo="language", every=language_methods(), refused=OTHER_MODELS)
 
 
 def runnable(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:

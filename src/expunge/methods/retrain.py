@@ -9,7 +9,8 @@ epochs); here the oracle always reuses the original's recipe, so the comparison 
 Needs: retain data with labels. Defaults: the original's recipe; any recipe field given overrides it.
 For a model trained outside expunge (no recorded recipe) pass at least ``epochs`` and ``lr``.
 ``init``: a function building a freshly initialised model, for architectures whose parameters are not all reset
-by ``reset_parameters`` (a language model, ``expunge.lm.CausalLM``, re-initialises itself from its configuration).
+by ``reset_parameters`` (a language model, ``expunge.lm.CausalLM``, and an image generator of
+``expunge.gen`` re-initialise themselves from their configuration).
 On a sparse original (``expunge.sparsify``) the oracle is the same sparse architecture: the carried mask is
 applied to the fresh initialisation and held through training (the reference's ``main_forget.py`` retrains the
 masked model from scratch).
@@ -65,7 +66,7 @@ class Retrain(Method):
     paper = "Bourtoule et al., Machine Unlearning, IEEE S&P 2021 (exact unlearning baseline)"
     reference = "https://github.com/OPTML-Group/Unlearn-Sparse (retrain baseline)"
     needs = Needs(retain=True, labels=True, forget_labels=False)
-    tasks = ("classification", "regression", "language")
+    tasks = ("classification", "regression", "language", "generation")
     forgets = True
     Args = RetrainArgs
     grid: dict[str, list[Any]] = {}
