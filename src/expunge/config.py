@@ -23,6 +23,13 @@ its weights by ``train``). ``train`` fills what it leaves out with the language 
 (``training.TASK_DEFAULTS["language"]``). Forget whole authors with ``forget: {group_fraction: 0.05}`` or
 ``forget: {groups: [...]}``.
 
+Image generators (task ``generation``): ``data: {name: digits, generation: true}`` (labelled images made ready by
+``expunge.data.for_generation``; ``generation: {size: 16}`` resizes them to 16x16) with ``model: {name: unet, args:
+{widths: [32, 64]}}`` (``expunge.gen.unet``, the default on generation data) or ``{name: gan}`` (``expunge.gen.gan``);
+the classes, image size and channels come from the data. ``train`` fills what it leaves out with the model's own
+``recipe_defaults`` over ``training.TASK_DEFAULTS["generation"]`` (as ``expunge.train`` does). Forget a class with
+``forget: {classes: [3]}``; ``scoring: {samples_per_class: 20}`` sets how many images per class are drawn to score.
+
 Errors name the key path (``config error at train.lr: ...``). ``key.sub=value`` overrides (values parsed as YAML)
 are applied before validation. Numbers read the way they are written (``1e-3`` is a float, as in YAML 1.2). A file
 is at most ``MAX_YAML_BYTES`` long, nested at most ``MAX_YAML_DEPTH`` deep and expands (aliases included) to at most
@@ -46,13 +53,16 @@ from .training import MAX_EPOCHS, Recipe
 DATA_SOURCES = ("name", "npz", "csv", "images", "jsonl")
 LANGUAGE_DATA = ("authors",)           # built-in text corpora (expunge.data.authors)
 LANGUAGE_MODELS = ("llama", "moe")     # language-model configurations built from scratch (expunge.lm)
+GENERATION_MODELS = ("unet", "gan")    # image generators built from scratch (expunge.gen.unet, expunge.gen.gan)
+GENERATION_KINDS = {"unet": "diffusion", "gan": "gan"}   # GenerativeModel.kind of each
+GENERATION_DATA = ("digits", "fashion_mnist")   # built-in labelled images (data.generation)
 STANDARDISE = ("none", "features", "targets", "both")
 MAX_YAML_BYTES = 1_000_000
 MAX_YAML_DEPTH = 64
 MAX_YAML_NODES = 100_000
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+=-]{0,127}")
 FORGET_KINDS = ("fraction", "classes", "indices", "groups", "group_fraction")
-TOP_KEYS = ("name", "seed", "data", "model", "train", "forget", "method", "args", "tuning", "out")
+TOP_KEYS = ("name", "seed", "data", "model", "train", "forget", "method", "args", "tuning", "out", "scoring")
 
 
 class ConfigError(ValueError):
@@ -75,6 +85,7 @@ class ExperimentConfig:
     name: str = ""
     out: str | None = None
     tune_trials: int | None = None     # args: auto -> a quick tuning of this many trials (expunge.tuning)
+    scoring: dict[str, Any] = field(default_factory=dict)   # extra expunge.evaluate arguments (samples_per_class)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -228,10 +239,11 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> Experime
     data = _section(raw, "data", required=True)
     _parse_data(data, base_dir)
     task = data_task(data)
-    model = _section(raw, "model", default={"name": "llama" if task == "language" else "mlp"})
+    model = _section(raw, "model", default={"name": DEFAULT_MODELS.get(task, "mlp")})
     _parse_model(model, base_dir)
     check_model_for_data(model, task)
-    train = _parse_train(_section(raw, "train", default={}), task)
+    train = _parse_train(_section(raw, "train", default={}), task, model_recipe_defaults(model))
+    scoring = parse_scoring(raw.get("scoring"), task)
     forget = _section(raw, "forget", required=True)
     _parse_forget(forget)
     method = raw.get("method", "finetune")
@@ -252,7 +264,46 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> Experime
         raise ConfigError("out", f"expected a directory path; got {out!r}")
     return ExperimentConfig(data=data, model=model, train=train, forget=forget, method=method, args=args,
                             seed=seed, name=str(name), out=None if out is None else str(out),
-                            tune_trials=tune_trials)
+                            tune_trials=tune_trials, scoring=scoring)
+
+
+DEFAULT_MODELS = {"language": "llama", "generation": "unet"}   # the model a config without one gets
+SCORING_KEYS = {"max_examples": "language", "samples_per_class": "generation"}   # and the task each applies to
+
+
+def parse_scoring(value: Any, task: str | None) -> dict[str, Any]:
+    """The ``scoring`` section: extra arguments of ``expunge.evaluate`` for every score: ``max_examples`` (language
+    models: score at most this many rows of each set, a seeded sample) or ``samples_per_class`` (image generators:
+    images drawn per class, at least 2)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError("scoring", f"expected a mapping; got {type(value).__name__} {value!r}")
+    for key, v in value.items():
+        if key not in SCORING_KEYS:
+            raise ConfigError(f"scoring.{key}", f"unknown key; allowed: {', '.join(SCORING_KEYS)}")
+        if task != SCORING_KEYS[key]:
+            raise ConfigError("scoring", f"{key} applies to {SCORING_KEYS[key]} data; this is "
+                                         f"{task or 'classification or regression'} data")
+        low = 2 if key == "samples_per_class" else 1
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ConfigError(f"scoring.{key}", f"expected an integer >= {low}; got {v!r}")
+    return dict(value)
+
+
+def model_recipe_defaults(model: dict[str, Any]) -> dict[str, Any]:
+    """The training settings an image generator of the config's ``model`` section brings (its class's
+    ``recipe_defaults``, which ``expunge.train`` merges under the given recipe); empty for other models."""
+    kind = GENERATION_KINDS.get(model.get("name"))
+    if kind == "diffusion":
+        from .gen.diffusion import DiffusionModel
+
+        return dict(DiffusionModel.recipe_defaults)
+    if kind == "gan":
+        from .gen.gan import ConditionalGAN
+
+        return dict(ConditionalGAN.recipe_defaults)
+    return {}
 
 
 def _section(raw: dict[str, Any], key: str, *, required: bool = False, default: Any = None) -> dict[str, Any]:
@@ -274,13 +325,26 @@ def _source(data: dict[str, Any]) -> tuple[str, Any]:
 
 
 def data_task(data: dict[str, Any]) -> str | None:
-    """``"language"`` for a text source (``name: authors``, ``jsonl``); None when the data decides (tables, images)."""
-    return "language" if data.get("name") in LANGUAGE_DATA or "jsonl" in data else None
+    """``"language"`` for a text source (``name: authors``, ``jsonl``), ``"generation"`` for images made ready for
+    image generators (``generation: true`` or ``{size: N}``); None when the data decides (tables, images)."""
+    if data.get("name") in LANGUAGE_DATA or "jsonl" in data:
+        return "language"
+    return "generation" if data.get("generation") not in (None, False) else None
 
 
 def check_model_for_data(model: dict[str, Any], task: str | None) -> None:
-    """Text data needs a language model (``llama``, ``moe`` or a ``path``), and a language model needs text data."""
+    """Text data needs a language model (``llama``, ``moe`` or a ``path``), and a language model needs text data;
+    generation data needs an image generator (``unet``, ``gan``), and an image generator needs generation data."""
     language_model = "path" in model or model.get("name") in LANGUAGE_MODELS
+    generator = model.get("name") in GENERATION_MODELS
+    if task == "generation" and not generator:
+        what = "model.path" if "path" in model else f"model.name {model.get('name')}"
+        raise ConfigError("model.path" if "path" in model else "model.name",
+                          f"generation data needs an image generator: {', '.join(GENERATION_MODELS)}; {what} is "
+                          + ("a language model" if language_model else "not one"))
+    if task != "generation" and generator:
+        raise ConfigError("model.name", f"model.name {model['name']} is an image generator and needs generation data "
+                                        "(data.generation: true, on labelled images)")
     if task == "language" and not language_model:
         raise ConfigError("model.name", f"text data needs a language model: {', '.join(LANGUAGE_MODELS)} or "
                                         f"model.path (a local transformers model directory); got {model.get('name')!r}")
@@ -335,7 +399,7 @@ def _parse_language_data(data: dict[str, Any], kind: str, value: Any, base_dir: 
 
 def _parse_data(data: dict[str, Any], base_dir: Path) -> None:
     allowed = set(DATA_SOURCES) | {"test_fraction", "args", "target", "groups", "size", "grayscale", "task",
-                                   "standardise", "tokenizer", "group_key", "max_length"}
+                                   "standardise", "tokenizer", "group_key", "max_length", "generation"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"data.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
@@ -347,6 +411,8 @@ def _parse_data(data: dict[str, Any], base_dir: Path) -> None:
             if not p.is_file():
                 raise ConfigError("data.jsonl", f"file not found: {p}")
             data["jsonl"] = str(p)
+        if "generation" in data:
+            raise ConfigError("data.generation", "applies to labelled images; this is text data")
         _parse_language_data(data, kind, value, base_dir)
         tf = data.get("test_fraction", 0.2)
         if isinstance(tf, bool) or not isinstance(tf, (int, float)) or not 0 < tf < 1:
@@ -410,6 +476,33 @@ def _parse_data(data: dict[str, Any], base_dir: Path) -> None:
                                               f"got {data.get('standardise')!r}")
     if "standardise" in data:
         data["standardise"] = std
+    if "generation" in data:
+        _parse_generation(data, kind)
+
+
+def _parse_generation(data: dict[str, Any], kind: str) -> None:
+    """``generation: true`` or ``{size: N}``: the images made ready for image generators
+    (``expunge.data.for_generation``; ``size`` resizes them to N x N)."""
+    value = data["generation"]
+    if value is False:
+        data.pop("generation")
+        return
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError("data.generation", f"expected true or a mapping such as {{size: 16}}; got {value!r}")
+    extra = sorted(set(value) - {"size"})
+    if extra:
+        raise ConfigError(f"data.generation.{extra[0]}", "unknown key; allowed: size")
+    size = value.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 4 <= size <= 256):
+        raise ConfigError("data.generation.size", f"expected an integer in 4..256; got {size!r}")
+    if kind in ("npz", "csv") or (kind == "name" and data["name"] not in GENERATION_DATA):
+        raise ConfigError("data.generation", f"needs labelled images (data.images, or data.name "
+                                             f"{' or '.join(GENERATION_DATA)}); this source is data.{kind}")
+    if data.get("standardise", "none") != "none":
+        raise ConfigError("data.standardise", "does not apply with data.generation (images are scaled to [-1, 1])")
+    data["generation"] = dict(value)
 
 
 def _parse_model(model: dict[str, Any], base_dir: Path = Path(".")) -> None:
@@ -430,25 +523,33 @@ def _parse_model(model: dict[str, Any], base_dir: Path = Path(".")) -> None:
         model["path"] = str(p)
         model.pop("args", None)
         return
-    if model.get("name") not in MODELS + LANGUAGE_MODELS:
+    if model.get("name") not in MODELS + LANGUAGE_MODELS + GENERATION_MODELS:
         raise ConfigError("model.name", f"unknown model {model.get('name')!r}; allowed: "
-                                        f"{', '.join(MODELS + LANGUAGE_MODELS)}, or model.path")
+                                        f"{', '.join(MODELS + LANGUAGE_MODELS + GENERATION_MODELS)}, or model.path")
     if not isinstance(model.setdefault("args", {}), dict):
         raise ConfigError("model.args", "expected a mapping")
-    if model["name"] in LANGUAGE_MODELS:
+    if model["name"] in LANGUAGE_MODELS + GENERATION_MODELS:
         import inspect
 
-        from . import lm
+        if model["name"] in GENERATION_MODELS:
+            from .gen.diffusion import unet
+            from .gen.gan import gan
 
-        builder = getattr(lm, model["name"])
-        allowed = [k for k in inspect.signature(builder).parameters if k not in ("tokenizer", "seed")]
+            builder = unet if model["name"] == "unet" else gan
+            fixed = ("n_classes", "size", "channels", "seed")    # from the data and the run
+        else:
+            from . import lm
+
+            builder, fixed = getattr(lm, model["name"]), ("tokenizer", "seed")
+        allowed = [k for k in inspect.signature(builder).parameters if k not in fixed]
         for key in model["args"]:
             if key not in allowed:
                 raise ConfigError(f"model.args.{key}", f"unknown argument of {model['name']}; allowed: "
                                                        f"{', '.join(allowed)}")
 
 
-def _parse_train(train: dict[str, Any], task: str | None = None) -> Recipe:
+def _parse_train(train: dict[str, Any], task: str | None = None,
+                 defaults: dict[str, Any] | None = None) -> Recipe:
     names = [f.name for f in dataclasses.fields(Recipe)]
     for key, value in train.items():
         if key not in names:
@@ -457,8 +558,9 @@ def _parse_train(train: dict[str, Any], task: str | None = None) -> Recipe:
 
     try:
         recipe = parse_args(Recipe, train, where="training setting")
-        if task == "language":     # what the config leaves out takes the language task's defaults
-            recipe = Recipe.for_task("language", {k: getattr(recipe, k) for k in train})
+        if task in ("language", "generation"):   # what the config leaves out takes the task's defaults (and a
+            recipe = Recipe.for_task(task, {**(defaults or {}),          # generator's own recipe_defaults)
+                                            **{k: getattr(recipe, k) for k in train}})
         return recipe
     except (ValueError, TypeError) as e:
         bad = next((k for k in train if f" {k}=" in f" {e}"), None)

@@ -97,6 +97,11 @@ def load_data(spec: dict[str, Any], seed: int) -> tuple[Dataset, Dataset]:
     if how in ("features", "targets", "both"):
         train, test = standardise(train, test, features=how in ("features", "both"),
                                   targets=how in ("targets", "both"))
+    if spec.get("generation") not in (None, False):   # labelled images for image generators, in [-1, 1]
+        from .data import for_generation
+
+        size = (spec["generation"] if isinstance(spec["generation"], dict) else {}).get("size")
+        train, test = for_generation(train, size=size), for_generation(test, size=size)
     return train, test
 
 
@@ -172,8 +177,9 @@ def world_facts(train: Dataset) -> Dataset | None:
 
 def build_template(spec: dict[str, Any], train: Dataset, *, seed: int = 0) -> nn.Module:
     """The untrained model of a config's ``model`` section: a built-in architecture sized for ``train``, a language
-    model configuration (``llama``, ``moe``) for its tokenizer, or a local transformers model directory (``path``)."""
-    from .config import LANGUAGE_MODELS
+    model configuration (``llama``, ``moe``) for its tokenizer, a local transformers model directory (``path``), or
+    an image generator (``unet``, ``gan``) for the classes, size and channels of ``train``'s images."""
+    from .config import GENERATION_MODELS, LANGUAGE_MODELS
 
     if "path" in spec:
         from .lm import CausalLM
@@ -185,6 +191,17 @@ def build_template(spec: dict[str, Any], train: Dataset, *, seed: int = 0) -> nn
 
         base, _ = text_base(train)
         return getattr(lm, spec["name"])(base.tokenizer, seed=seed, **spec.get("args", {}))
+    if spec["name"] in GENERATION_MODELS:
+        from . import gen
+        from .data.datasets import resolve
+
+        base, _ = resolve(train)
+        channels, height, width = (int(v) for v in base.x.shape[1:])
+        if height != width:
+            raise ValueError(f"model.name {spec['name']} generates square images; the data's images are "
+                             f"{height}x{width} (set data.generation.size)")
+        return getattr(gen, spec["name"])(base.num_classes, size=height, channels=channels, seed=seed,
+                                          **spec.get("args", {}))
     return api.model(spec["name"], train, seed=seed, **spec.get("args", {}))
 
 
@@ -303,19 +320,20 @@ def check_tokenizer(model: nn.Module, train: Dataset) -> None:
 def compare_methods(prepared: Prepared, methods: dict[str, dict[str, Any]], *, recipe: dict[str, Any],
                     seed: int = 0, scenario: str = "", original: nn.Module | None = None,
                     on_result: Callable[[MethodResult], None] | None = None,
-                    noise_floor: bool = False) -> Comparison:
+                    noise_floor: bool = False, scoring: dict[str, Any] | None = None) -> Comparison:
     """Train the original (unless given) and the oracle once; run and score every method against the oracle.
 
     A method that diverges or fails is reported with its error and no scores; the others still run. With
     ``noise_floor`` a second oracle (seed + :data:`FLOOR_SEED_OFFSET`) is scored against the first
     (``Comparison.floor``): the gap of exact retraining to itself, which ``expunge.verdict`` reads gaps against.
+    ``scoring``: extra ``evaluate`` arguments for every score (a config's ``scoring`` section).
     """
     p = prepared
     if original is None:
         original = api.train(p.template, p.train, seed=seed, **recipe)
     oracle = api.unlearn(original, forget=p.forget, retain=p.retain, method="retrain", seed=seed)
     score = lambda m, ref=oracle: evaluate(m, forget=p.forget, retain=p.retain, test=p.test, reference=ref,
-                                           seed=seed, **p.scoring)
+                                           seed=seed, **p.scoring, **(scoring or {}))
     original_scores = score(original)
     original_scores.pop("rte", None)   # the original's training time is not an unlearning cost
     comp = Comparison(scenario, original_scores, score(oracle, None),
@@ -364,7 +382,7 @@ def run_experiment(cfg: ExperimentConfig, *, store: RunStore | None = None, out:
             if store and run_id:
                 store.log_params(run_id, {"tuned_args": args})
         comp = compare_methods(prepared, {cfg.method: args}, recipe=cfg.train.to_dict(), seed=cfg.seed,
-                               scenario=str(cfg.forget), original=original)
+                               scenario=str(cfg.forget), original=original, scoring=cfg.scoring)
         result = comp.results[0]
         if result.error:
             raise DivergenceError(result.error)
@@ -391,14 +409,15 @@ def _quick_tuned(cfg: ExperimentConfig, p: Prepared, tset, say: Callable[[str], 
             "running with them")
         return dict(cfg.args), original
     start = time.perf_counter()
-    train_oracle(original, tset, test=p.test, seed=cfg.seed, scoring=p.scoring)
+    scoring = {**p.scoring, **cfg.scoring}
+    train_oracle(original, tset, test=p.test, seed=cfg.seed, scoring=scoring)
     est = estimate_seconds([cfg.method], tset, cfg.tune_trials, cfg.args)
     say(f"quick tuning of {cfg.method}: {cfg.tune_trials} trial(s) against the oracle of another forget set "
         f"({tset.description}, retrained in {tset.oracle_seconds:.1f}s); about "
         f"{'?' if est is None else f'{est:.0f}'}s more (rough estimate)")
     try:
         result = quick_tune(cfg.method, original, tset, test=p.test, trials=cfg.tune_trials, seed=cfg.seed,
-                            fixed=cfg.args, scoring=p.scoring)
+                            fixed=cfg.args, scoring=scoring)
     except TuningError as e:
         raise DivergenceError(f"quick tuning found no working arguments: {e}") from None
     say(f"tuned {cfg.method}: {result.best_args} ({result.objective} {result.best_value:.2f} on the tuning set) in "

@@ -387,6 +387,10 @@ def _check_objective(objective: str, task: str, has_test: bool) -> None:
         from .lm.evaluate import GAP_KEYS
 
         gaps, first = GAP_KEYS, ["avg_gap"]
+    elif task == "generation":
+        from .gen.evaluate import AVG_GAP_KEYS
+
+        gaps, first = AVG_GAP_KEYS, ["avg_gap"]
     else:
         gaps = CLASSIFICATION_GAPS if task == "classification" else REGRESSION_GAPS
         first = ["avg_gap"] if task == "classification" else ["w1_to_reference"]

@@ -9,7 +9,7 @@ Stages run in this order, each job depending only on jobs of earlier stages:
   arguments in its search space (``tuning.space``, default: the method's grid) are searched, its other configured
   arguments stay fixed; the unlearn jobs then use the configured arguments updated with the best found;
 - ``unlearn``: run a method on an original and score it against the oracle; where the bench measures the noise
-  floor (the language task by default), also a second oracle per cell, retrained under another seed
+  floor (the language and generation tasks by default), also a second oracle per cell, retrained under another seed
   (``unlearn_seed`` = seed + ``FLOOR_SEED_OFFSET``) and scored against the first, like a method.
 
 Language scenarios forgetting a share of the groups (``group_fraction``: authors) are tuned on a share of the

@@ -151,7 +151,7 @@ def _original(p: dict[str, Any]) -> dict[str, Any]:
         original = sparsify(original, train, **p["sparse"])
         seconds += float(provenance(original).seconds or 0.0)
         extra["sparsity"] = measured_sparsity(original)
-    if train.task == "language":      # scored against each oracle in the oracle jobs
+    if train.task in ("language", "generation"):      # scored against each oracle in the oracle jobs
         metrics = {"seconds": seconds, **extra}
     else:
         metrics = {"train_acc": _accuracy(original, train), "test_acc": _accuracy(original, test),

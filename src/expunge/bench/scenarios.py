@@ -87,8 +87,8 @@ def _forget(s: dict[str, Any], path: str, tasks: set[str]) -> dict[str, Any]:
         if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool)
                                                                for v in value):
             raise ConfigError(f"{path}.{kind}", f"expected a non-empty list of integers; got {value!r}")
-        if kind == "classes" and "classification" not in tasks:
-            raise ConfigError(f"{path}.classes", "class-wise forgetting needs classification data")
+        if kind == "classes" and not tasks & {"classification", "generation"}:
+            raise ConfigError(f"{path}.classes", "class-wise forgetting needs classification or generation data")
         return {kind: list(value)}
     if kind == "groups":
         return {"groups": value if isinstance(value, list) else [value]}

@@ -25,10 +25,18 @@ tuning:               # optional: Optuna per method and tuning forget set (see e
 out: bench-digits     # output directory: job store, model cache, reports (relative to the current directory)
 summary: benchmarks/results/digits.json         # optional extra copy of results.json
 device: cpu           # where jobs run: cpu (default), auto, cuda, cuda:N, mps (expunge.devices); not cpu: new job keys
-scoring: {max_examples: 100}   # optional extra arguments of expunge.evaluate (language models: rows scored per set)
+scoring: {max_examples: 100}   # optional extra arguments of expunge.evaluate (language models: rows scored per set;
+                               # image generators: samples_per_class, images drawn per class)
 noise_floor: true     # a second oracle per cell (another seed), scored against the oracle: the noise floor
-                      # (default: on the language task only; elsewhere the oracles of different seeds are paired)
+                      # (default: on the language and generation tasks only; elsewhere the oracles of different
+                      # seeds are paired)
 ```
+
+Image generators: ``data: {name: digits, generation: true}`` (or ``generation: {size: 16}``; labelled images
+through ``expunge.data.for_generation``), ``model: {name: unet, args: {...}}`` (the default on generation data) or
+``{name: gan}``, ``train`` filled with the model's own ``recipe_defaults`` (as ``expunge.train`` does), class-wise
+scenarios, ``scoring: {samples_per_class: 20}``. ``methods: all`` runs the generation methods that unlearn the
+model's kind (a method's ``kinds``); a method named for a kind it does not unlearn is refused.
 
 Language models: ``data: {name: authors, args: {...}}`` or ``{jsonl: f.jsonl, tokenizer: dir, group_key: author}``,
 ``model: {name: llama, args: {...}}`` (the default on text data) or ``{path: dir}``, ``train`` filled with the
@@ -50,8 +58,8 @@ from pathlib import Path
 from typing import Any
 
 from ..devices import device_form
-from ..config import (ConfigError, _parse_data, _parse_model, _parse_train, apply_overrides, check_model_for_data,
-                      read_yaml)
+from ..config import (DEFAULT_MODELS, GENERATION_KINDS, ConfigError, _parse_data, _parse_model, _parse_train,
+                      apply_overrides, check_model_for_data, model_recipe_defaults, parse_scoring, read_yaml)
 from ..methods.base import registered
 from ..models import CONV_MODELS
 from ._checks import at, check_int, check_mapping
@@ -60,7 +68,6 @@ from .scenarios import Scenario, parse_scenarios
 
 TOP_KEYS = ("name", "seeds", "data", "model", "train", "scenarios", "methods", "exclude", "args", "tuning", "out",
             "summary", "device", "scoring", "noise_floor")
-SCORING_KEYS = ("max_examples",)
 
 
 @dataclass(frozen=True)
@@ -91,15 +98,17 @@ class BenchSpec:
 
     def methods_for(self, setup: Setup) -> dict[str, dict[str, Any]]:
         """The methods that apply to ``setup``: its task (``methods: all`` may list methods of other tasks) and, for
-        methods that need convolution layers, a convolutional model."""
+        methods that need convolution layers, a convolutional model; for image generators, the model's kind."""
         known = registered()
         conv = setup.model.get("name") in CONV_MODELS
+        kind = GENERATION_KINDS.get(setup.model.get("name"))
         return {m: a for m, a in self.methods.items()
-                if setup.task in known[base_method(m)].tasks and (conv or not known[base_method(m)].requires_conv)}
+                if setup.task in known[base_method(m)].tasks and (conv or not known[base_method(m)].requires_conv)
+                and (kind is None or kind in getattr(known[base_method(m)], "kinds", (kind,)))}
 
     def floor_for(self, setup: Setup) -> bool:
         """Whether each cell of ``setup`` trains a second oracle (another seed) for the noise floor."""
-        return setup.task == "language" if self.noise_floor is None else self.noise_floor
+        return setup.task in ("language", "generation") if self.noise_floor is None else self.noise_floor
 
 
 def load_bench(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> BenchSpec:
@@ -123,34 +132,45 @@ def parse_bench(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> BenchSpec
         setups = [dataclasses.replace(s, device=device) for s in setups]
     scenarios = parse_scenarios(raw.get("scenarios"), {s.task for s in setups})
     methods = parse_methods(raw, {s.task for s in setups})
+    if raw.get("methods", "all") != "all":
+        _check_kinds(methods, setups)
     tuning = parse_tuning(raw.get("tuning"), methods, scenarios)
     out = raw.get("out") or f"bench-{name}"
     summary = raw.get("summary")
     for key, value in (("out", out), ("summary", summary)):
         if value is not None and not isinstance(value, str):
             raise ConfigError(key, f"expected a path; got {value!r}")
-    scoring = _scoring(raw.get("scoring"))
-    if scoring and any(setup.task != "language" for setup in setups):
-        raise ConfigError("scoring", "applies to language models (text data); this bench has "
-                                     f"{', '.join(sorted({setup.task for setup in setups}))} data")
+    scoring = _scoring(raw.get("scoring"), {setup.task for setup in setups})
     floor = raw.get("noise_floor")
     if floor is not None and not isinstance(floor, bool):
         raise ConfigError("noise_floor", f"expected true or false; got {floor!r}")
     return BenchSpec(name, seeds, setups, scenarios, methods, tuning, out, summary, scoring, floor)
 
 
-def _scoring(value: Any) -> dict[str, Any]:
+def _scoring(value: Any, tasks: set[str]) -> dict[str, Any]:
     """The ``scoring`` section: extra arguments of ``expunge.evaluate`` for every score (``max_examples``: score at
-    most this many rows of each set, a seeded sample; language models)."""
+    most this many rows of each set, a seeded sample; language models. ``samples_per_class``: images drawn per
+    class; image generators). Every setup must be of the task a key applies to."""
     if value is None:
         return {}
-    spec = dict(check_mapping(value, "scoring"))
-    extra = sorted(set(spec) - set(SCORING_KEYS))
-    if extra:
-        raise ConfigError(f"scoring.{extra[0]}", f"unknown key; allowed: {', '.join(SCORING_KEYS)}")
-    if "max_examples" in spec:
-        check_int(spec["max_examples"], "scoring.max_examples", 1)
+    spec: dict[str, Any] = {}
+    for task in sorted(tasks):
+        spec = parse_scoring(value, task)
     return spec
+
+
+def _check_kinds(methods: dict[str, dict[str, Any]], setups: list[Setup]) -> None:
+    """A generation method named in ``methods`` must unlearn the kind of every image generator it would run on (a
+    method without ``kinds``, such as ``retrain``, takes every kind)."""
+    known = registered()
+    for setup in setups:
+        kind = GENERATION_KINDS.get(setup.model.get("name"))
+        for m in methods:
+            cls = known[base_method(m)]
+            if kind is not None and setup.task in cls.tasks and kind not in getattr(cls, "kinds", (kind,)):
+                raise ConfigError(f"methods.{m}", f"unlearns {' and '.join(getattr(cls, 'kinds', ()))} models; "
+                                                  f"model.name {setup.model['name']} is a {kind} model (remove it "
+                                                  f"or use methods: all)")
 
 
 def _seeds(value: Any) -> list[int]:
@@ -186,9 +206,10 @@ def _setups(raw: dict[str, Any], base_dir: Path, seed: int) -> list[Setup]:
         with at(path):
             _parse_data(data, base_dir)
         datas.append((label, _with_content_hash(data), _task(data, seed, path)))
-    language = {task for _, _, task in datas} == {"language"}
+    tasks = {task for _, _, task in datas}
+    default = DEFAULT_MODELS.get(next(iter(tasks)), "mlp") if len(tasks) == 1 else "mlp"
     models = []
-    for path, model in _entries(raw, "model", {"name": "llama" if language else "mlp"}):
+    for path, model in _entries(raw, "model", {"name": default}):
         label = str(model.pop("label", "") or model.get("name") or Path(str(model.get("path", "model"))).name)
         train = model.pop("train", None)
         sparse = model.pop("sparse", None)
@@ -206,9 +227,9 @@ def _setups(raw: dict[str, Any], base_dir: Path, seed: int) -> list[Setup]:
                 check_model_for_data(m, task)
             except ConfigError as e:
                 raise ConfigError(f"{path}.{e.path.partition('.')[2]}", str(e).split(": ", 1)[1]) from None
-            if task == "language":    # what the config leaves out takes the language task's defaults
-                with at(f"{path}.train"):
-                    r = _parse_train(own_given, "language").to_dict()
+            if task in ("language", "generation"):   # what the config leaves out takes the task's defaults (and
+                with at(f"{path}.train"):              # an image generator's own recipe_defaults)
+                    r = _parse_train(own_given, task, model_recipe_defaults(m)).to_dict()
             setups.append(Setup(f"{dl}/{ml}" if len(datas) * len(models) > 1 else dl, d, m, r, task, sp))
     labels = [s.label for s in setups]
     if len(set(labels)) != len(labels):
