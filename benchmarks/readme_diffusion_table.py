@@ -17,7 +17,6 @@ from pathlib import Path
 _spec = importlib.util.spec_from_file_location("readme_digits_table", Path(__file__).with_name("readme_digits_table.py"))
 _digits = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_digits)
-mark = _digits.mark            # the same verdict marks as the digits table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "digits_diffusion.json"
 SCENARIOS = ("class 1", "class 3", "class 8")
@@ -32,14 +31,9 @@ def table(results: dict) -> list[str]:
     methods = sorted({m for _, m in rows} - {"original", "oracle", FLOOR})
 
     def cell(scenario: str, method: str) -> str:
-        row, section = rows.get((scenario, method)), sections.get(scenario)
-        if row is None or section is None:
-            return "–"
-        gap = f"{row['mean']['avg_gap']:.1f} ± {row['std']['avg_gap']:.1f}"
-        floors = row["mean"]["avg_gap"] / section["noise_floor"]["avg_gap"]
-        verdict = section["verdicts"].get(method)
-        suffix = f" {mark(verdict['verdict'])}".rstrip() if verdict else ""
-        return f"{gap} ({floors:.1f}×){suffix}, UA {row['mean']['unlearning_accuracy']:.0f}"
+        row = rows.get((scenario, method))
+        text = _digits.gap_cell(row, sections.get(scenario), method, digits=1)
+        return text if row is None or text == "–" else f"{text}, UA {row['mean']['unlearning_accuracy']:.0f}"
 
     lines = [HEADER, "|---|" + "---:|" * (len(SCENARIOS) + 1)]
     lines.append("| do nothing (the original) | " + " | ".join(cell(s, "original") for s in SCENARIOS) + " | – |")

@@ -25,20 +25,24 @@ def mark(verdict: str) -> str:
     return forget + ("!" if "did not keep" in verdict else "")
 
 
+def gap_cell(row: dict | None, section: dict | None, method: str, digits: int = 2) -> str:
+    """One table cell: Avg. Gap mean ± std, its multiple of the section's noise floor, the verdict mark."""
+    if row is None or section is None:
+        return "–"
+    gap = f"{row['mean']['avg_gap']:.{digits}f} ± {row['std']['avg_gap']:.{digits}f}"
+    floors = row["mean"]["avg_gap"] / section["noise_floor"]["avg_gap"]
+    verdict = section["verdicts"].get(method)
+    suffix = f" {mark(verdict['verdict'])}".rstrip() if verdict else ""
+    return f"{gap} ({floors:.1f}×){suffix}"
+
+
 def table(results: dict) -> list[str]:
     rows = {(r["setup"], r["scenario"], r["method"]): r for r in results["rows"]}
     sections = {(v["setup"], v["scenario"]): v for v in results["verdicts"]}
     methods = sorted({r["method"] for r in results["rows"]} - {"original", "oracle"})
 
     def cell(setup: str, scenario: str, method: str) -> str:
-        row, section = rows.get((setup, scenario, method)), sections.get((setup, scenario))
-        if row is None or section is None:
-            return "–"
-        gap = f"{row['mean']['avg_gap']:.2f} ± {row['std']['avg_gap']:.2f}"
-        floors = row["mean"]["avg_gap"] / section["noise_floor"]["avg_gap"]
-        verdict = section["verdicts"].get(method)
-        suffix = f" {mark(verdict['verdict'])}".rstrip() if verdict else ""
-        return f"{gap} ({floors:.1f}×){suffix}"
+        return gap_cell(rows.get((setup, scenario, method)), sections.get((setup, scenario)), method)
 
     lines = [HEADER, "|---|" + "---:|" * 7]
     floor = [f"{sections[c]['noise_floor']['avg_gap']:.2f}" if c in sections else "–" for c in COLUMNS]

@@ -15,7 +15,6 @@ from pathlib import Path
 _spec = importlib.util.spec_from_file_location("readme_digits_table", Path(__file__).with_name("readme_digits_table.py"))
 _digits = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_digits)
-mark = _digits.mark            # the same verdict marks as the digits table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fashion_mnist.json"
 SETUP = "fashion_mnist"
@@ -29,14 +28,7 @@ def table(results: dict) -> list[str]:
     methods = sorted({r["method"] for r in results["rows"]} - {"original", "oracle"})
 
     def cell(scenario: str, method: str) -> str:
-        row, section = rows.get((SETUP, scenario, method)), sections.get((SETUP, scenario))
-        if row is None or section is None:
-            return "–"
-        gap = f"{row['mean']['avg_gap']:.2f} ± {row['std']['avg_gap']:.2f}"
-        floors = row["mean"]["avg_gap"] / section["noise_floor"]["avg_gap"]
-        verdict = section["verdicts"].get(method)
-        suffix = f" {mark(verdict['verdict'])}".rstrip() if verdict else ""
-        return f"{gap} ({floors:.1f}×){suffix}"
+        return _digits.gap_cell(rows.get((SETUP, scenario, method)), sections.get((SETUP, scenario)), method)
 
     lines = [HEADER, "|---|" + "---:|" * (len(SCENARIOS) + 1)]
     floor = [f"{sections[(SETUP, s)]['noise_floor']['avg_gap']:.2f}" if (SETUP, s) in sections else "–"
