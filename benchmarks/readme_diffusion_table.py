@@ -1,6 +1,8 @@
-"""The README's digits-diffusion table, written from ``benchmarks/results/digits_diffusion.json``.
+"""The README's digits-diffusion and digits-GAN tables, written from ``benchmarks/results/digits_diffusion.json``
+and ``benchmarks/results/digits_gan.json``.
 
-    python benchmarks/readme_diffusion_table.py          # prints the Markdown table
+    python benchmarks/readme_diffusion_table.py              # prints the diffusion table (Markdown)
+    python benchmarks/readme_diffusion_table.py digits_gan   # prints the GAN table
 
 Each cell: the Avg. Gap to the oracle (mean ± std over seeds: unlearning accuracy, retained-class generation
 accuracy, membership AUC and the embedding attack's success, in points), its multiple of the noise floor (two
@@ -18,7 +20,9 @@ _spec = importlib.util.spec_from_file_location("readme_digits_table", Path(__fil
 _digits = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_digits)
 
-RESULTS = Path(__file__).resolve().parent / "results" / "digits_diffusion.json"
+import sys
+
+RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS = ("class 1", "class 3", "class 8")
 FLOOR = "oracle, other seed (floor)"    # the noise-floor oracle's row (its own row below, not a method's)
 HEADER = "| method | forget digit 1 | forget digit 3 | forget digit 8 | seconds (digit 3) |"
@@ -50,4 +54,5 @@ def table(results: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    print("\n".join(table(json.loads(RESULTS.read_text()))))
+    name = sys.argv[1] if len(sys.argv) > 1 else "digits_diffusion"
+    print("\n".join(table(json.loads((RESULTS / f"{name}.json").read_text()))))

@@ -160,6 +160,21 @@ def test_readme_fashion_mnist_benchmark_table_is_the_committed_result():
     assert results["jobs"]["failed"] == 0
 
 
+def test_readme_gan_benchmark_table_is_the_committed_result():
+    readme = (ROOT / "README.md").read_text()
+    results = _results("digits_gan")
+    spec = importlib.util.spec_from_file_location("readme_diffusion_table",
+                                                  ROOT / "benchmarks" / "readme_diffusion_table.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    lines = tables.table(results)
+    assert len(lines) == 2 + 3 + 2          # header, rule, do nothing, noise floor, oracle, the 2 GAN methods
+    assert "\n".join(lines) in readme, "README's GAN table disagrees with digits_gan.json; " \
+        "rewrite it with python benchmarks/readme_diffusion_table.py digits_gan"
+    assert f"{results['jobs']['total']} jobs in {results['wall_seconds']:.0f} s" in readme
+    assert results["jobs"]["failed"] == 0
+
+
 def test_readme_diffusion_benchmark_table_is_the_committed_result():
     readme = (ROOT / "README.md").read_text()
     results = _results("digits_diffusion")
