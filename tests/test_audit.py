@@ -145,6 +145,7 @@ def test_given_original_is_the_audited_model(setup):
     ({"method_args": {"epochs": -1}}, ValueError, "epochs"),
     ({"recipe": {"lr": 0.1, "bogus": 1}}, ValueError, "bogus"),
     ({"seed": -1}, ValueError, "seed=-1"),
+    ({"swap": "yes"}, TypeError, "swap must be True or False"),
 ])
 def test_bad_input(setup, kw, error, message):
     train, test, forget, retain, template = setup
@@ -199,10 +200,11 @@ def test_comparison_reports_state_the_tier(tmp_path):
 
 def test_cli_audit_writes_reports_and_records_the_run(tmp_path, store, capsys):
     out = tmp_path / "audit"
-    assert main(["audit", "examples/digits_audit.yaml", "train.epochs=2", "args.epochs=1", "--models", "4",
-                 "--out", str(out)]) == 0
+    assert main(["audit", "examples/digits_audit.yaml", "train.epochs=2", "args.epochs=1", "audit.swap=false",
+                 "--models", "4", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert TIER0_CAVEAT in printed and "most exposed" in printed and "U-LiRA accuracy" in printed
+    assert "SWAP test not run: switched off" in printed and "swap_advantage" not in printed
     assert "Tier 1: offline LiRA" in printed and "(tier 1 needs 16)" in printed
     for name in ("audit.md", "audit.html", "audit.json"):
         assert (out / name).stat().st_size > 0
@@ -212,11 +214,13 @@ def test_cli_audit_writes_reports_and_records_the_run(tmp_path, store, capsys):
     assert main(["runs", "show", run_id]) == 0
     shown = capsys.readouterr().out
     assert "(audit, FINISHED)" in shown and "ulira_accuracy" in shown and "audit.n_models = 4" in shown
+    assert "audit.swap = False" in shown and "swap_advantage" not in shown
 
 
 @pytest.mark.parametrize("argv, message", [
     (["examples/digits_audit.yaml", "audit.bogus=1"], "config error at audit.bogus"),
     (["examples/digits_audit.yaml", "audit.n_models=1"], "config error at audit.n_models"),
+    (["examples/digits_audit.yaml", "audit.swap=maybe"], "config error at audit.swap"),
     (["examples/digits_audit.yaml", "train.nope=1"], "config error at train.nope"),
     (["examples/digits_audit.yaml", "--models", "1"], "--models 1 is not allowed"),
     (["missing.yaml"], "config file not found"),

@@ -66,6 +66,15 @@ def test_readme_audit_table_is_the_committed_result():
         f"{both('ulira_baseline_accuracy', 'ulira_baseline_auc', 3)} |",
         f"| U-LiRA TPR at 1% / 0.1% FPR | {f('ulira_tpr_at_1pct', 2)} / {f('ulira_tpr_at_0_1pct', 3)} | "
         f"{both('ulira_baseline_tpr_at_1pct', 'ulira_baseline_tpr_at_0_1pct', 3)} |",
+        f"| challenge F, NeurIPS 2023 protocol | {f('challenge_neurips2023_forget_quality', 3)} | "
+        f"{f('challenge_baseline_forget_quality', 3)} |",
+        f"| retain leakage AUC, unlearned − oracles (band) | {f('retain_leakage_auc_difference', 3)} | "
+        f"{f('retain_leakage_auc_band_low', 3)} to {f('retain_leakage_auc_band_high', 3)} |",
+        f"| SWAP advantage (95% interval) | {f('swap_advantage', 3)} ({f('swap_advantage_ci_low', 3)} to "
+        f"{f('swap_advantage_ci_high', 3)}) | {f('swap_advantage_baseline', 3)} "
+        f"({f('swap_advantage_baseline_ci_low', 3)} to {f('swap_advantage_baseline_ci_high', 3)}) |",
+        f"| SWAP advantage scaled (0 = retraining, 1 = kept the data) | {f('swap_advantage_scaled', 2)} "
+        f"({f('swap_advantage_scaled_ci_low', 2)} to {f('swap_advantage_scaled_ci_high', 2)}) | – |",
         f"{data['meta']['wall seconds']:.0f} s on one core",
         f"F is about {s['challenge_baseline_forget_quality']:.2f} even for exact retraining at K = {data['n_models']}",
     ]

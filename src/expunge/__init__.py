@@ -16,9 +16,10 @@ from .modelio import load_model, save_model
 from .provenance import provenance
 from .sparsity import sparsify
 from .training import DivergenceError, Recipe
+from .deletion.stream import stream
 
 __version__ = "0.1.0"
 
 __all__ = ["split_forget", "train", "unlearn", "evaluate", "audit", "methods", "model", "save_model", "load_model",
-           "ArrayDataset", "as_dataset", "provenance", "sparsify", "Recipe", "DivergenceError", "AuditResult", "data", "ensemble",
+           "ArrayDataset", "as_dataset", "provenance", "sparsify", "Recipe", "DivergenceError", "AuditResult", "stream", "data", "ensemble",
            "exact", "models", "metrics", "tuning", "worst_case"]

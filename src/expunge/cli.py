@@ -31,6 +31,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 runs_app = typer.Typer(add_completion=False, invoke_without_command=True, pretty_exceptions_enable=False,
                        help="List recorded runs (or show one with 'runs show ID').")
 app.add_typer(runs_app, name="runs")
+ledger_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                         help="The deletion ledger: list, show or verify its certificates; keygen makes a signing key.")
+app.add_typer(ledger_app, name="ledger")
 
 StoreOption = typer.Option(None, "--store", help=f"Run store database (default: $EXPUNGE_STORE or {default_path()}).")
 ThreadsOption = typer.Option(None, "--threads", help="CPU threads for torch, per process or bench job (default: "
@@ -235,7 +238,7 @@ def run(config: Path = typer.Argument(..., help="Experiment YAML file."),
 
 @app.command()
 def audit(config: Path = typer.Argument(..., help="Experiment YAML file, with an optional audit: section "
-                                                  "(n_models, seed)."),
+                                                  "(n_models, seed, swap)."),
           overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. audit.n_models=16"),
           out: Path = typer.Option(Path("expunge-audit"), "--out", help="Directory for audit.md, audit.html, "
                                                                         "audit.json."),
@@ -257,13 +260,14 @@ def audit(config: Path = typer.Argument(..., help="Experiment YAML file, with an
     k = settings.n_models
     prepared = prepare(cfg)
     request = dict(forget=prepared.forget, retain=prepared.retain, method=cfg.method, method_args=cfg.args,
-                   recipe=cfg.train.to_dict(), n_models=k, seed=settings.seed)
+                   recipe=cfg.train.to_dict(), n_models=k, seed=settings.seed, swap=settings.swap)
     check_audit(prepared.template, prepared.train, prepared.test, **request)   # bad input: nothing recorded
     _writable_dir(out, "--out")
     _check_store(store)
     typer.echo(f"expunge audit {cfg.name}: method {cfg.method} {cfg.args or ''}; {k} originals, {2 * k} oracles "
                f"and {k} unlearned models", err=True)
-    params = {**cfg.to_dict(), "audit": {"n_models": k, "seed": settings.seed}, "out": str(out.resolve())}
+    params = {**cfg.to_dict(), "audit": {"n_models": k, "seed": settings.seed, "swap": settings.swap},
+              "out": str(out.resolve())}
     with RunStore(store) as db, db.run(cfg.name, "audit", params=params) as run_id:
         result = run_audit(prepared.template, prepared.train, prepared.test, **request)
         paths = write_audit_reports(result, out, title=f"expunge audit: {cfg.name}",
@@ -389,9 +393,11 @@ def report_cmd(target: str = typer.Argument(..., help="A bench directory, or a r
     elif mlflow:
         raise ValueError("--mlflow exports benches; give a bench directory or a bench run id")
     elif value.kind == "run":
-        sections = run_sections(value)
-        paths = write_reports(out or Path(f"expunge-report-{value.run_id}"), f"expunge run {value.name}", sections,
-                              {"run": value.run_id, **value.params})
+        from .gen.report import run_grid
+
+        sections, dest = run_sections(value), out or Path(f"expunge-report-{value.run_id}")
+        paths = write_reports(dest, f"expunge run {value.name}", sections, {"run": value.run_id, **value.params},
+                              **run_grid(value, dest))     # an image generator's run: its sample grid
         for title, comps in sections.items():
             _echo(f"\n{title}\n" + text_table(aggregate(comps)))
         _echo(f"\n{tier_statement(report_tier(sections))}")
@@ -421,6 +427,129 @@ def _check_report_target(target: str, store: Optional[Path]) -> None:
                          "expected a bench directory or a run id")
 
 
+@app.command("forget")
+def forget_cmd(
+        model: Path = typer.Argument(..., help="The deployed model: a .safetensors file with its .json sidecar (a "
+                                               "built-in architecture, or your class with --arch), or a language-"
+                                               "model directory."),
+        data: Path = typer.Option(..., "--data", help="The model's training set: .npz, .npy (+ --labels), .csv, "
+                                                      "IDX (+ --labels), .jsonl (language models) or a folder of "
+                                                      "images by class. Checked against the sidecar's fingerprint."),
+        request: Optional[str] = typer.Option(None, "--request", help="Rows to forget: ids:FILE (one id, or row "
+                                                                      "index, per line), group:VALUE, class:K or "
+                                                                      "where:PREDICATE (over CSV columns: == != < <= "
+                                                                      "> >= in, and/or/not)."),
+        batch: Optional[Path] = typer.Option(None, "--batch", help="Instead of --request: a file of requests, one "
+                                                                   "per line, served one after another into "
+                                                                   "--out/01, --out/02, ... (each certified and "
+                                                                   "chained) with --out/batch.json."),
+        method: str = typer.Option(..., "--method", help="A registered method (expunge methods) or auto."),
+        arg: Optional[List[str]] = typer.Option(None, "--arg", help="A method argument k=v (repeatable; values "
+                                                                    "read as YAML: 3, 0.01, [64, 64], true). With "
+                                                                    "--method auto: the tuning budget."),
+        out: Path = typer.Option(..., "--out", help="New or empty directory for model.safetensors, report.md/.json "
+                                                    "and certificate.json/.md."),
+        arch: Optional[str] = typer.Option(None, "--arch", help="Your model class as module:Class, imported from "
+                                                                "PYTHONPATH or, searched last, the current "
+                                                                "directory, or as path/to/file.py:Class."),
+        arch_args: Optional[str] = typer.Option(None, "--arch-args", help="JSON object of the class's constructor "
+                                                                          "arguments (default: the sidecar's "
+                                                                          "extra.arch.kwargs)."),
+        recipe: Optional[Path] = typer.Option(None, "--recipe", help="YAML/JSON recipe that trained the model "
+                                                                     "(default: the sidecar's)."),
+        evidence: str = typer.Option("none", "--evidence", help="none (no oracle), oracle (retrain one: gaps, "
+                                                                "Avg. Gap) or tier1 (K oracles, LiRA; needs "
+                                                                "--test with at least 100 rows)."),
+        oracles: Optional[int] = typer.Option(None, "--oracles", help="K oracles for --evidence tier1 (default 16,"
+                                                                      " what tier 1 needs)."),
+        test: Optional[Path] = typer.Option(None, "--test", help="Held-out data in the format of --data (test "
+                                                                 "scores; the attack's non-members)."),
+        test_labels: Optional[Path] = typer.Option(None, "--test-labels", help="Labels of .npy / IDX --test."),
+        target: Optional[str] = typer.Option(None, "--target", help="CSV target column (default: label, target, "
+                                                                    "y or class)."),
+        group: Optional[str] = typer.Option(None, "--group", help="CSV column (or .npz array, JSONL key) of "
+                                                                  "groups, e.g. user ids, for group:VALUE."),
+        id_column: Optional[str] = typer.Option(None, "--id-column", help="CSV column of row ids for ids:FILE "
+                                                                          "(not a feature)."),
+        labels: Optional[Path] = typer.Option(None, "--labels", help="Labels file of .npy or IDX --data."),
+        data_args: Optional[str] = typer.Option(None, "--data-args", help="JSON object of loader settings: x_key, "
+                                                                          "y_key, task, size, grayscale, "
+                                                                          "delimiter, max_length."),
+        skip_data_check: bool = typer.Option(False, "--skip-data-check", help="Serve even when --data's "
+                                                                              "fingerprint differs from the "
+                                                                              "sidecar's."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the method and the oracles."),
+        ledger: Optional[Path] = typer.Option(None, "--ledger", help="SQLite ledger to append the certificate to, "
+                                                                     "in an existing directory (default: "
+                                                                     "$EXPUNGE_LEDGER, else ~/.expunge/ledger.db, as "
+                                                                     "expunge ledger; its directory is made)."),
+        no_ledger: bool = typer.Option(False, "--no-ledger", help="Append to no ledger."),
+        key: Optional[Path] = typer.Option(None, "--key", help="Ed25519 private key (PEM) signing the ledger "
+                                                               "entry."),
+        threads: Optional[int] = ThreadsOption,
+        device: str = DeviceOption) -> None:
+    """Serve a deletion request on a trained model: the unlearned model, an evidence report in plain words and a
+    certificate, appended to a hash-chained ledger. Everything is checked before any work; nothing is written on
+    failure."""
+    from .deletion.forget import DataOptions, default_ledger, serve
+
+    def as_json(text: Optional[str], flag: str) -> Optional[dict]:
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{flag} is not valid JSON ({e.msg} at character {e.pos + 1})") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"{flag} must be a JSON object; got {text[:60]!r}")
+        return value
+
+    if no_ledger and (ledger is not None or key is not None):
+        raise ValueError("--no-ledger cannot be combined with --ledger or --key")
+    if (request is None) == (batch is None):
+        raise ValueError("give exactly one of --request REQUEST and --batch FILE")
+    _use_threads(threads)
+    _use_device(device)
+    settings = as_json(data_args, "--data-args") or {}
+    options = DataOptions(target=target, group=group, id_column=id_column, labels=labels, extra=settings)
+    test_options = DataOptions(target=target, group=group, id_column=id_column, labels=test_labels, extra=settings)
+    settings = dict(method=method, args=_method_arguments(arg or []), seed=seed, evidence=evidence, out_dir=out,
+                    recipe=recipe, arch=arch, arch_args=as_json(arch_args, "--arch-args"), test=test,
+                    oracles=oracles, ledger=None if no_ledger else (ledger or default_ledger()), key=key,
+                    check_data=not skip_data_check, data_options=options, test_options=test_options,
+                    on_message=lambda m: typer.echo(f"  {m}", err=True))
+    if batch is not None:
+        from .deletion.forget import serve_batch
+        from .deletion.stream import read_batch
+
+        done = serve_batch(model, data, read_batch(batch), **settings)
+        for k, step in enumerate(done.steps, 1):
+            _echo(f"{k:2d}. {step.headline}")
+        _echo(f"Wrote {len(done.steps)} steps under {out} and {done.summary_path}.")
+        return
+    result = serve(model, data, request, **settings)
+    _echo(result.headline)
+    _echo(f"Wrote {result.model_path}, {result.report_path}, {result.certificate_json} (request {result.request_id}"
+          + (f", follows {result.previous_request}" if result.previous_request else "") + ").")
+    if result.entry is not None:
+        _echo(f"Ledger {ledger or default_ledger()}: entry {result.entry.seq} ({result.entry.entry_hash[:16]}...).")
+
+
+def _method_arguments(items: List[str]) -> dict:
+    """``--arg k=v`` pairs as a dict, each value read as a YAML scalar or list."""
+    from .config import load_yaml
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ValueError(f"--arg {item!r}: expected name=value, e.g. --arg epochs=5")
+        if name.strip() in out:
+            raise ValueError(f"--arg {name.strip()} is given twice")
+        out[name.strip()] = load_yaml(value, where=f"--arg {name.strip()}") if value.strip() else ""
+    return out
+
+
 @app.command("methods")
 def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """List the registered methods with their paper, needs and defaults."""
@@ -442,6 +571,47 @@ def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Print as JSO
         _echo(f"{'':18s} grid: {info.grid or 'none (no hyperparameters to tune)'}")
         _echo(textwrap.fill(f"deviations: {deviations[name]}", width=118, initial_indent=" " * 19,
                             subsequent_indent=" " * 19))
+
+
+@app.command("ui")
+def ui_cmd(paths: Optional[List[Path]] = typer.Argument(None, help="Bench or audit output directories, run stores "
+                                                                    "(*.db), or directories holding them (default: "
+                                                                    "the current directory)."),
+           host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; anything but a loopback "
+                                                               "address needs --token."),
+           port: int = typer.Option(8765, "--port", help="Port to listen on (1-65535)."),
+           store: Optional[Path] = typer.Option(None, "--store", help="Run store that runs built from the page are "
+                                                                      "recorded in (default: ui-runs.db in the first "
+                                                                      "path)."),
+           token: Optional[str] = typer.Option(None, "--token", envvar="EXPUNGE_UI_TOKEN",
+                                               help="Require this token on every request (Authorization: Bearer T, "
+                                                    "or open /?token=T); 16+ characters."),
+           export: Optional[Path] = typer.Option(None, "--export", help="Write the views as a static HTML bundle "
+                                                                        "to this directory and exit."),
+           build: bool = typer.Option(True, "--build/--no-build", help="Allow starting runs from the page."),
+           export_images: bool = typer.Option(False, "--export-images", help="With --export: include thumbnails of "
+                                                                            "the forget examples (training images; "
+                                                                            "off by default).")) -> None:
+    """The comparator: a local web app to screen, contrast, attack and build unlearned models."""
+    from .ui import check_options, export_bundle, require, serve
+
+    require()
+    if export_images and export is None:
+        raise ValueError("--export-images applies to --export DIR only")
+    options = check_options(paths or [Path(".")], host=host, port=port, store=store, token=token, export=export)
+    if export is not None:
+        written = export_bundle(options.paths, export, store=options.store if options.store.exists() else None,
+                                images=export_images)
+        _echo(f"Wrote {written['experiments']} experiments and {written['views']} views"
+              f"{' with ' + str(written['images']) + ' forget-set images' if export_images else ''} to "
+              f"{written['path']} (open {written['path'] / 'index.html'}).")
+        if written["problems"]:
+            _echo(f"{len(written['problems'])} view(s) could not be computed and are left out; first: "
+                  f"{written['problems'][0]}")
+        return
+    if build:
+        _check_store(options.store)
+    serve(options, build=build, echo=_echo)
 
 
 def method_deviations(name: str) -> str:
@@ -515,6 +685,89 @@ def runs_compare(a: str = typer.Argument(..., help="A bench directory or run id.
     from .bench.compare import compare
 
     _echo(compare(a, b, store))
+
+
+LedgerOption = typer.Option(None, "--ledger", help="Ledger database (default: $EXPUNGE_LEDGER or "
+                                                   "~/.expunge/ledger.db).")
+
+
+def _existing_ledger(path: Optional[Path]):
+    """The ledger at ``path`` (or the default), which must exist: reading commands create nothing."""
+    from .deletion.ledger import Ledger, default_path as default_ledger
+
+    p = Path(path).expanduser() if path is not None else default_ledger()
+    if not p.is_file():
+        raise ValueError(f"no ledger at {p} (--ledger or $EXPUNGE_LEDGER)")
+    return Ledger(p)
+
+
+@ledger_app.command("list")
+def ledger_list(ledger: Optional[Path] = LedgerOption) -> None:
+    """List the ledger's entries: number, time, request id, request, method, rows removed, exact, signed."""
+    entries = _existing_ledger(ledger).entries()
+    if not entries:
+        _echo("The ledger holds no entries.")
+        return
+    _echo(f"{'#':>4s}  {'time (UTC)':20s}  {'request id':24s}  {'method':14s}  {'rows':>6s}  exact  signed  request")
+    for e in entries:
+        c = e.certificate
+        _echo(f"{e.seq:>4d}  {str(c.get('time', '-')):20s}  {e.request_id:24s}  {str(c.get('method', '-')):14s}  "
+              f"{str(c.get('removed_rows', '-')):>6s}  {'yes' if c.get('exact') else 'no':5s}  "
+              f"{'yes' if e.signed else 'no':6s}  {' '.join(str(c.get('request', '')).split())}")
+
+
+@ledger_app.command("show")
+def ledger_show(entry: str = typer.Argument(..., help="Entry number, request id, or a unique prefix of one."),
+                ledger: Optional[Path] = LedgerOption,
+                as_json: bool = typer.Option(False, "--json", help="Print the certificate as JSON.")) -> None:
+    """Show one entry: its certificate, its hash, the previous hash and its signature."""
+    from .deletion.certificate import certificate_markdown
+
+    e = _existing_ledger(ledger).get(entry)
+    if as_json:
+        _echo(json.dumps(e.certificate, indent=2, ensure_ascii=False))
+        return
+    _echo(certificate_markdown(e.certificate))
+    _echo(f"Ledger entry {e.seq}: hash {e.entry_hash}, previous {e.previous_hash}, "
+          + (f"signed with key {e.key_id}" if e.signed else "not signed") + ".")
+
+
+@ledger_app.command("verify")
+def ledger_verify(ledger: Optional[Path] = LedgerOption,
+                  models: Optional[Path] = typer.Option(None, "--models", help="Directory holding every entry's output "
+                                                        "model (each beside its certificate.json, or directly in it, "
+                                                        "matched by content) to check against its certificate."),
+                  key: Optional[Path] = typer.Option(None, "--key", help="PEM Ed25519 public key the entries were "
+                                                     "signed with."),
+                  head: Optional[str] = typer.Option(None, "--head", help="A head hash kept elsewhere (printed by "
+                                                     "an earlier verify): the ledger must still hold that entry."),
+                  expect_entries: Optional[int] = typer.Option(None, "--expect-entries", help="The ledger must hold at "
+                                                               "least this many entries."),
+                  show_all: bool = typer.Option(False, "--all", help="Print every problem, not only the first.")) -> None:
+    """Recompute the hash chain, the signatures and (with --models) the model hashes: 'ledger ok' and exit 0, or
+    the first problem in one line and exit 1."""
+    book = _existing_ledger(ledger)
+    problems = book.verify(models=models, public_key=key, head=head, expect_entries=expect_entries)
+    if problems:
+        more = f" ({len(problems)} problems; --all lists them)" if len(problems) > 1 and not show_all else ""
+        for line in problems if show_all else problems[:1]:
+            _echo(f"ledger verification failed: {line}{more}")
+        raise typer.Exit(1)
+    n = len(book.entries())
+    checked = f"; {len(book.model_paths(models))} output models checked" if models is not None else ""
+    signed = "; signatures verified" if key is not None and n else ""
+    kept = "; the kept head is in it" if head is not None else ""
+    _echo(f"ledger ok: {n} entries{signed}{kept}{checked} (head {book.head()})")
+
+
+@ledger_app.command("keygen")
+def ledger_keygen(private: Path = typer.Argument(..., help="New file for the PEM private key (kept private: 0600)."),
+                  public: Path = typer.Argument(..., help="New file for the PEM public key.")) -> None:
+    """Make an Ed25519 key pair for signing ledger entries (expunge forget --key PRIVATE; verify --key PUBLIC)."""
+    from .deletion.ledger import generate_keypair
+
+    kid = generate_keypair(private, public)
+    _echo(f"Wrote private key {private} and public key {public} (key id {kid}).")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,8 @@ Image generators (task ``generation``): ``data: {name: digits, generation: true}
 {widths: [32, 64]}}`` (``expunge.gen.unet``, the default on generation data) or ``{name: gan}`` (``expunge.gen.gan``);
 the classes, image size and channels come from the data. ``train`` fills what it leaves out with the model's own
 ``recipe_defaults`` over ``training.TASK_DEFAULTS["generation"]`` (as ``expunge.train`` does). Forget a class with
-``forget: {classes: [3]}``; ``scoring: {samples_per_class: 20}`` sets how many images per class are drawn to score.
+``forget: {classes: [3]}``; ``scoring: {samples_per_class: 20}`` sets how many images per class are drawn to score
+and ``scoring: {attack: false}`` skips the embedding-space attack.
 
 Errors name the key path (``config error at train.lr: ...``). ``key.sub=value`` overrides (values parsed as YAML)
 are applied before validation. Numbers read the way they are written (``1e-3`` is a float, as in YAML 1.2). A file
@@ -268,13 +269,15 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> Experime
 
 
 DEFAULT_MODELS = {"language": "llama", "generation": "unet"}   # the model a config without one gets
-SCORING_KEYS = {"max_examples": "language", "samples_per_class": "generation"}   # and the task each applies to
+SCORING_KEYS = {"max_examples": "language", "samples_per_class": "generation",
+                "attack": "generation"}   # and the task each applies to
 
 
 def parse_scoring(value: Any, task: str | None) -> dict[str, Any]:
     """The ``scoring`` section: extra arguments of ``expunge.evaluate`` for every score: ``max_examples`` (language
-    models: score at most this many rows of each set, a seeded sample) or ``samples_per_class`` (image generators:
-    images drawn per class, at least 2)."""
+    models: score at most this many rows of each set, a seeded sample), ``samples_per_class`` (image generators:
+    images drawn per class, at least 2) or ``attack`` (image generators: ``false`` skips the embedding-space
+    attack, ``attack_success``)."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -285,6 +288,10 @@ def parse_scoring(value: Any, task: str | None) -> dict[str, Any]:
         if task != SCORING_KEYS[key]:
             raise ConfigError("scoring", f"{key} applies to {SCORING_KEYS[key]} data; this is "
                                          f"{task or 'classification or regression'} data")
+        if key == "attack":
+            if not isinstance(v, bool):
+                raise ConfigError(f"scoring.{key}", f"expected true or false; got {v!r}")
+            continue
         low = 2 if key == "samples_per_class" else 1
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise ConfigError(f"scoring.{key}", f"expected an integer >= {low}; got {v!r}")

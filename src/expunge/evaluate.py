@@ -92,7 +92,8 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
              reference: nn.Module | None = None, forgotten_classes: Iterable[int] | None = None,
              seed: int = 0, oracles: nn.Module | None = None, evidence: Any = None,
              device: Any = None, world: Dataset | None = None, documents: Dataset | None = None,
-             max_examples: int | None = None, samples_per_class: int | None = None) -> dict[str, float]:
+             max_examples: int | None = None, samples_per_class: int | None = None,
+             attack: bool | None = None) -> dict[str, float]:
     """Score ``model`` on the forget, retain and test sets; with ``reference`` (the oracle), also the gaps.
 
     ``forgotten_classes`` defaults to the classes of a class-wise forget request made by ``split_forget``.
@@ -107,8 +108,8 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
     K >= 2 oracle language models (per-fact tier-1 scores).
 
     Image generators (generation data): the scores of :func:`expunge.gen.evaluate.evaluate_generation`, drawing
-    ``samples_per_class`` images per class (default 50); call it directly for its other settings (the judge, the
-    attacks).
+    ``samples_per_class`` images per class (default 50); ``attack`` (default True) runs the embedding-space attack
+    (``attack_success``), ``False`` skips it; call it directly for its other settings (the judge, the attacks).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
@@ -126,6 +127,8 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
 
         if forgotten_classes is not None or evidence is not None:
             raise ValueError("forgotten_classes= and evidence= apply to classifiers; the data is text")
+        if samples_per_class is not None or attack is not None:
+            raise ValueError("samples_per_class= and attack= apply to image generators; the data is text")
         return evaluate_language(model, forget=forget, retain=retain, test=test, world=world, reference=reference,
                                  documents=documents, oracles=oracles, max_examples=max_examples, seed=seed)
     if task == "generation":
@@ -135,11 +138,15 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
                                       ("documents", documents), ("max_examples", max_examples)) if v is not None]
         if extra:
             raise ValueError(f"{'=, '.join(extra)}= do not apply to image generators; the data is generation data")
+        if attack is not None and not isinstance(attack, bool):
+            raise TypeError(f"attack must be True or False; got {type(attack).__name__}")
         more = {} if samples_per_class is None else {"samples_per_class": samples_per_class}
+        more |= {} if attack is None else {"attack": attack}
         return evaluate_generation(model, forget=forget, retain=retain, test=test, reference=reference,
                                    forgotten_classes=forgotten_classes, seed=seed, **more)
-    if samples_per_class is not None:
-        raise ValueError(f"samples_per_class= applies to image generators; the data is {task} data")
+    if samples_per_class is not None or attack is not None:
+        name = "samples_per_class" if samples_per_class is not None else "attack"
+        raise ValueError(f"{name}= applies to image generators; the data is {task} data")
     if world is not None or documents is not None or max_examples is not None:
         raise ValueError("world=, documents= and max_examples= apply to the language task; the data is "
                          f"{task} data")

@@ -24,6 +24,7 @@ from .config import ExperimentConfig
 from .data import load_builtin, load_csv, load_image_folder, load_npz, split_forget
 from .data.datasets import ArrayDataset, groups_of, standardise
 from .evaluate import evaluate
+from .gen.base import is_generative
 from .modelio import save_model
 from .store import RunStore
 from .training import DivergenceError
@@ -64,6 +65,8 @@ class Comparison:
     results: list[MethodResult] = field(default_factory=list)
     floor: dict[str, float] | None = None     # a second oracle (another seed) scored against the oracle
     sizes: dict[str, int] = field(default_factory=dict)   # train, forget, retain and test sizes
+    models: dict[str, nn.Module] = field(default_factory=dict, repr=False,
+                                         compare=False)   # image generators: the original and oracle (sample grids)
 
 
 FLOOR_SEED_OFFSET = 10_000   # the noise-floor oracle retrains under seed + this
@@ -183,7 +186,9 @@ def build_template(spec: dict[str, Any], train: Dataset, *, seed: int = 0) -> nn
 
     if "path" in spec:
         from .lm import CausalLM
+        from .modelio import check_language_model_files
 
+        check_language_model_files(spec["path"])     # safetensors weights only: a pickle file is never read
         return CausalLM.from_pretrained(spec["path"])
     if spec["name"] in LANGUAGE_MODELS:
         from . import lm
@@ -338,6 +343,8 @@ def compare_methods(prepared: Prepared, methods: dict[str, dict[str, Any]], *, r
     original_scores.pop("rte", None)   # the original's training time is not an unlearning cost
     comp = Comparison(scenario, original_scores, score(oracle, None),
                       sizes={k: len(getattr(p, k)) for k in ("train", "forget", "retain", "test")})
+    if is_generative(original):
+        comp.models = {"original": original, "oracle": oracle}
     if noise_floor:
         second = api.unlearn(original, forget=p.forget, retain=p.retain, method="retrain",
                              seed=seed + FLOOR_SEED_OFFSET)
@@ -388,11 +395,15 @@ def run_experiment(cfg: ExperimentConfig, *, store: RunStore | None = None, out:
             raise DivergenceError(result.error)
         language = getattr(result.model, "tokenizer", None) is not None    # saved as a transformers directory
         model_path = save_model(result.model, out_dir / (cfg.method if language else f"{cfg.method}.safetensors"))
+        references = {kind: save_model(m, out_dir / f"{kind}.safetensors") for kind, m in comp.models.items()
+                      if kind != cfg.method}     # an image generator's original and oracle: the report's grids
         if store and run_id:
             store.log_metrics(run_id, {**result.scores, **{f"oracle_{k}": v for k, v in comp.oracle.items()},
                                        **{f"original_{k}": v for k, v in comp.original.items()},
                                        "wall_seconds": time.perf_counter() - start})
             store.log_artifact(run_id, model_path.resolve(), "model")
+            for kind, path in references.items():
+                store.log_artifact(run_id, path.resolve(), kind)
     return run_id, comp
 
 

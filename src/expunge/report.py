@@ -421,19 +421,22 @@ def figure_html(uri: str, alt: str, caption: str) -> str:
     return f"<figure><img alt='{esc(alt)}' src='{uri}'><figcaption>{esc(caption)}</figcaption></figure>"
 
 
-def table_html(rows: Rows, *, tier: bool = True) -> str:
-    """The table as HTML: reference rows shaded, the best method in bold, verdicts coloured."""
+def table_html(rows: Rows, *, tier: bool = True, keep: Sequence[str] | None = None) -> str:
+    """The table as HTML: reference rows shaded, the best method in bold, verdicts coloured. ``keep``: only the
+    columns with these header labels (the method's name always first; a wide table split in two)."""
     esc = html.escape
     header, body = table_rows(rows, tier=tier)
+    shown = [0] + [i for i in range(1, len(header)) if keep is None or header[i] in keep]
+    header, body = [header[i] for i in shown], [[r[i] for i in shown] for r in body]
     best = best_method(rows)
     parts = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"]
     classes = {ORIGINAL: "original", ORACLE: "oracle", FLOOR: "floor"}
     for r in body:
         name = r[0][:-len(BEST)] if r[0].endswith(BEST) else r[0]
         cls = classes.get(name) or ("best" if name == best else "")
-        verdict = r[-1]
+        verdict = r[-1] if header[-1] == VERDICT_COLUMN[0] else ""
         vcls = "no" if "did not" in verdict else ("yes" if verdict == "forgot, kept" else "")
-        cells = [f"<td>{esc(v)}</td>" for v in r[:-1]] + [f"<td class='{vcls}'>{esc(verdict)}</td>"]
+        cells = [f"<td>{esc(v)}</td>" for v in r[:-1]] + [f"<td class='{vcls}'>{esc(r[-1])}</td>"]
         parts.append(f"<tr class='{cls}'>" + "".join(cells) + "</tr>")
     parts.append("</table>")
     return "\n".join(parts)

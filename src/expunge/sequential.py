@@ -50,7 +50,7 @@ def _positions(data: Dataset, request: Any, k: int) -> np.ndarray:
 
 
 def unlearn_sequence(original: nn.Module, data: Dataset, requests: Sequence[Any], *, method: str, seed: int = 0,
-                     oracles: bool = True, evaluate_args: dict[str, Any] | None = None,
+                     oracles: bool | Sequence[nn.Module] = True, evaluate_args: dict[str, Any] | None = None,
                      **method_args: Any) -> list[SequenceStep]:
     """Serve ``requests`` (each a subset of ``data``, the original's training set, or a list of its row positions)
     in order with ``method`` and ``method_args``; return one :class:`SequenceStep` per request.
@@ -58,7 +58,9 @@ def unlearn_sequence(original: nn.Module, data: Dataset, requests: Sequence[Any]
     Step k runs ``unlearn(model_{k-1}, forget=request k, retain=rows never asked for yet, seed=seed + k)``. With
     ``oracles=True`` it also retrains the original without every row asked for so far (``seed``) and scores
     step k's model against it with :func:`expunge.evaluate` on those rows (``evaluate_args``: e.g. ``test=``,
-    ``world=`` for language models); without, scores have no gaps. Requests must be disjoint.
+    ``world=`` for language models); without, scores have no gaps. ``oracles`` may also be the list of those
+    union oracles, one per request, trained before (e.g. by :func:`union_oracles`, shared between methods served the
+    same requests). Requests must be disjoint.
     """
     from . import api
     from .evaluate import evaluate
@@ -75,6 +77,9 @@ def unlearn_sequence(original: nn.Module, data: Dataset, requests: Sequence[Any]
         seen |= set(pos.tolist())
     if len(seen) >= len(data):  # type: ignore[arg-type]
         raise ValueError("the requests together cover every training row; nothing would be left to retain")
+    given = None if isinstance(oracles, bool) else list(oracles)
+    if given is not None and (len(given) != len(positions) or not all(isinstance(o, nn.Module) for o in given)):
+        raise ValueError(f"oracles must be True, False or a list of {len(positions)} models (one per request)")
     steps: list[SequenceStep] = []
     model, forgotten = original, np.zeros(0, dtype=np.int64)
     for k, pos in enumerate(positions):
@@ -82,7 +87,21 @@ def unlearn_sequence(original: nn.Module, data: Dataset, requests: Sequence[Any]
         request = split_forget(data, indices=pos)[0]
         union, retain = split_forget(data, indices=forgotten)
         model = api.unlearn(model, forget=request, retain=retain, method=method, seed=seed + k, **method_args)
-        oracle = api.unlearn(original, forget=union, retain=retain, method="retrain", seed=seed) if oracles else None
+        oracle = (given[k] if given is not None else
+                  api.unlearn(original, forget=union, retain=retain, method="retrain", seed=seed) if oracles else None)
         scores = evaluate(model, forget=union, retain=retain, reference=oracle, **(evaluate_args or {}))
         steps.append(SequenceStep(model, scores, len(forgotten), len(pos), oracle))
     return steps
+
+
+def union_oracles(original: nn.Module, data: Dataset, requests: Sequence[Any], *, seed: int = 0) -> list[nn.Module]:
+    """The oracles :func:`unlearn_sequence` trains: ``original`` retrained (``seed``) without the union of requests
+    1..k, for every k."""
+    from . import api
+
+    forgotten, out = np.zeros(0, dtype=np.int64), []
+    for k, r in enumerate(requests):
+        forgotten = np.concatenate([forgotten, _positions(data, r, k)])
+        union, retain = split_forget(data, indices=forgotten)
+        out.append(api.unlearn(original, forget=union, retain=retain, method="retrain", seed=seed))
+    return out

@@ -13,6 +13,7 @@ import torch
 
 import expunge
 from expunge.methods import registered
+from expunge.methods.base import TrainArgs
 
 from tests.helpers import state_equal
 
@@ -117,6 +118,17 @@ def test_bad_value_names_the_method_and_argument(name):
     with pytest.raises(ValueError, match=rf"method '{name}': prune_dense_then_recover=1\.5 is not allowed; "
                                          "expected a sparsity"):
         registered()[name](prune_dense_then_recover=1.5)
+
+
+@pytest.mark.parametrize("name", [n for n in methods_for("classification")
+                                  if issubclass(registered()[n].Args, TrainArgs)])
+def test_bad_training_settings_fail_when_the_method_is_built(name):
+    """The shared training-loop settings are checked with the method's arguments, before any work."""
+    registered()[name]()        # the defaults pass
+    with pytest.raises(ValueError, match=rf"method '{name}': training setting lr=-1\.0 is not allowed"):
+        registered()[name](lr=-1.0)
+    with pytest.raises(ValueError, match=rf"method '{name}': training setting batch_size=0 is not allowed"):
+        registered()[name](batch_size=0)
 
 
 @pytest.mark.parametrize("name", [n for n in methods_for("classification") if registered()[n].requires_conv])

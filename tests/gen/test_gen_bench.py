@@ -11,10 +11,13 @@ import pytest
 pytest.importorskip("diffusers")
 
 from expunge.bench import expand, parse_bench  # noqa: E402
+from expunge.bench.report import GRID_PER_CLASS, collect, sample_grid_plot  # noqa: E402
+from expunge.bench.runner import ModelCache  # noqa: E402
 from expunge.cli import main  # noqa: E402
 from expunge.config import ConfigError, parse_config  # noqa: E402
 from expunge.gen.diffusion import DiffusionModel  # noqa: E402
 from expunge.gen.gan import ConditionalGAN  # noqa: E402
+from expunge.gen.report import grid_pixels  # noqa: E402
 from expunge.methods import registered  # noqa: E402
 from expunge.verdict import FLOOR  # noqa: E402
 
@@ -48,7 +51,8 @@ def write(path, cfg):
 
 def test_tiny_diffusion_bench_runs_through_the_cli_to_rows_and_verdicts(tmp_path, store, capsys):
     out, summary = tmp_path / "out", tmp_path / "summary.json"
-    config = write(tmp_path / "bench.yaml", tiny(out=str(out), summary=str(summary)))
+    config = write(tmp_path / "bench.yaml", tiny(out=str(out), summary=str(summary),
+                                                 scoring={"samples_per_class": 3, "attack": False}))
     assert main(["bench", str(config), "--workers", "1"]) == 0
     grid = json.loads((out / "grid.json").read_text())
     # original; oracle and tuning oracle; 1 tuning; 2 methods + the second oracle of the noise floor
@@ -62,11 +66,27 @@ def test_tiny_diffusion_bench_runs_through_the_cli_to_rows_and_verdicts(tmp_path
         scores = rows[name]["mean"]
         assert 0.0 <= scores["unlearning_accuracy"] <= 100.0 and "avg_gap" in scores
         assert scores["n_samples"] == 30           # scoring.samples_per_class x 10 classes
+        assert "attack_success" not in scores     # scoring.attack: false
     assert rows["gen_rl"]["tuned"]["best_args"]["lr"] == 1e-4
     (section,) = results["verdicts"]
     assert set(section["verdicts"]) == {"gen_rl", "esd"} and section["noise_floor"]["oracle_pairs"] == 1
     md = (out / "report.md").read_text()
     assert "| UA | retain gen acc |" in md and "oracle, other seed (floor)" in md
+    # the HTML splits the wide table in two and shows the seed-0 models' samples: original, methods, oracle
+    page = (out / "report.html").read_text()
+    assert page.count("<table>") == 2 and "<h3>Forgetting</h3>" in page and "alt='samples: digits: class 3'" in page
+    grid = next((out / "plots").glob("*-samples.png")).read_bytes()
+    assert png_size(grid) == grid_pixels(4, 10, GRID_PER_CLASS) and "plots/" in md.split("samples: digits")[1][:40]
+    results = collect(out)                       # a model gone from the cache is left out and named
+    (sec,), (cell,) = results.sections, results.grid.cells
+    ModelCache(out / "cache").discard(results.grid.jobs[cell.unlearn["esd"]])
+    png, caption = sample_grid_plot(results, sec, out)
+    assert png_size(png) == grid_pixels(3, 10, GRID_PER_CLASS) and caption.endswith("Not in the model cache: esd.")
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
 def test_a_generation_experiment_runs_through_expunge_run(tmp_path, store, capsys):
@@ -75,6 +95,14 @@ def test_a_generation_experiment_runs_through_expunge_run(tmp_path, store, capsy
     printed = capsys.readouterr().out
     assert "retain gen acc" in printed and "gen_rl" in printed and "oracle (target)" in printed
     assert (tmp_path / "models" / "gen_rl.safetensors").is_file()
+    # the original and the oracle are saved beside it, so that the run's report shows their samples
+    run_id = printed.split("Recorded as run ")[1].split(".")[0]
+    report = tmp_path / "report"
+    (tmp_path / "models" / "original.safetensors").unlink()
+    assert main(["report", run_id, "--out", str(report)]) == 0
+    page = (report / "report.html").read_text()
+    assert "alt='sample grid: gen_rl, oracle'" in page and "Files gone: original." in page
+    assert png_size((report / "samples.png").read_bytes()) == grid_pixels(2, 10, 8)
 
 
 def test_the_original_recipe_is_the_models_own_under_the_configs_settings():
@@ -112,6 +140,7 @@ def test_methods_all_runs_the_methods_of_the_models_kind():
     ({"methods": ["finetune"]}, "methods.finetune"),                             # a classification method
     ({"scoring": {"max_examples": 5}}, "scoring"),                               # language scoring
     ({"scoring": {"samples_per_class": 1}}, "scoring.samples_per_class"),
+    ({"scoring": {"attack": "no"}}, "scoring.attack"),
     ({"data": {"name": "wine", "generation": True}}, "data.generation"),         # not images
     ({"data": {"name": "digits", "generation": {"size": 2}}}, "data.generation.size"),
     ({"data": {"name": "digits", "generation": {"colour": True}}}, "data.generation.colour"),
@@ -123,10 +152,19 @@ def test_bad_generation_benches_are_refused_naming_the_key(changes, path):
     assert e.value.path == path and "\n" not in str(e.value)
 
 
-def test_samples_per_class_is_refused_on_classification_data():
+@pytest.mark.parametrize("scoring", [{"samples_per_class": 3}, {"attack": False}])
+def test_generation_scoring_is_refused_on_classification_data(scoring):
     with pytest.raises(ConfigError) as e:
-        parse_bench(tiny(data={"name": "digits"}, model={"name": "mlp"}, methods=["finetune"], tuning=None))
+        parse_bench(tiny(data={"name": "digits"}, model={"name": "mlp"}, methods=["finetune"], tuning=None,
+                         scoring=scoring))
     assert e.value.path == "scoring" and "generation data" in str(e.value)
+
+
+def test_scoring_attack_false_reaches_every_scoring_job_and_run():
+    spec = parse_bench(tiny(scoring={"samples_per_class": 3, "attack": False}))
+    scored = [j for j in expand(spec).jobs.values() if j.kind in ("oracle", "tune", "unlearn")]
+    assert scored and all(j.spec["scoring"] == {"samples_per_class": 3, "attack": False} for j in scored)
+    assert parse_config(tiny(RUN, scoring={"attack": False})).scoring == {"attack": False}
 
 
 @pytest.mark.parametrize("command, changes, words", [

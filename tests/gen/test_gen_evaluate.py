@@ -307,6 +307,24 @@ def test_expunge_evaluate_dispatches_generation_data_with_the_defaults(data, the
     assert s["n_samples"] == 10 * 50 and s["avg_gap"] == 0.0
 
 
+def test_expunge_evaluate_skips_the_embedding_attack_with_attack_false(data, the_judge):
+    pytest.importorskip("diffusers")
+    g, gt, forget, retain = data
+    model, oracle = (expunge.gen.unet(seed=s, widths=(8, 16), T=20) for s in (0, 1))
+    for m in (model, oracle):
+        m.sample_steps = 2
+    s = expunge.evaluate(model, forget=forget, retain=retain, reference=oracle, samples_per_class=4, attack=False)
+    assert "attack_success" not in s and "gap_attack_success" not in s and s["avg_gap_terms"] == 2.0
+    assert s == evaluate_generation(model, forget=forget, retain=retain, reference=oracle, judge=judge(g),
+                                    samples_per_class=4, attack=False)
+    with pytest.raises(TypeError, match="attack must be True or False"):
+        expunge.evaluate(model, forget=forget, retain=retain, attack="no")
+    train, _ = digits(seed=0)
+    cf, cr = expunge.split_forget(train, classes=[3])
+    with pytest.raises(ValueError, match="attack= applies to image generators"):
+        expunge.evaluate(expunge.model("mlp", train), forget=cf, retain=cr, attack=False)
+
+
 def test_a_tiny_gan_is_scored_by_its_discriminator_and_attacked_in_its_embedding(data, the_judge):
     from expunge.gen.gan import gan
 

@@ -12,7 +12,8 @@ pytest.importorskip("diffusers")
 
 import expunge  # noqa: E402
 from expunge.gen.base import GenerativeModel  # noqa: E402
-from expunge.gen.report import CELL_PX, LABEL_PX, TITLE_PX, grid_html, grid_pixels, sample_grid  # noqa: E402
+from expunge.gen.report import (CELL_PX, LABEL_PX, TITLE_PX, grid_html, grid_pixels, grid_rows,  # noqa: E402
+                                sample_grid)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -66,6 +67,13 @@ def test_the_grid_is_deterministic_given_the_seed(tiny):
     a = sample_grid({"m": tiny}, [2, 7], per_class=5, seed=3)
     assert a == sample_grid({"m": tiny}, [2, 7], per_class=5, seed=3)
     assert a != sample_grid({"m": tiny}, [2, 7], per_class=5, seed=4)
+
+
+def test_report_grids_show_the_forgotten_classes_first_and_marked():
+    classes, labels = grid_rows(12, [7, 3], ["c%d" % c for c in range(12)])
+    assert classes == [7, 3, 0, 1, 2, 4, 5, 6, 8, 9] and labels[7] == "c7 *" and labels[0] == "c0"
+    assert grid_rows(4, [9])[0] == [0, 1, 2, 3]                        # out-of-range classes are not shown
+    assert grid_rows(20, list(range(12)))[0] == list(range(12))       # every forgotten class, beyond the limit
 
 
 def test_grid_html_is_an_inline_figure_with_a_caption(tiny):

@@ -1,7 +1,9 @@
 """Audit configs: an experiment config (:mod:`expunge.config`) with an optional ``audit:`` section.
 
 ```yaml
-audit: {n_models: 64, seed: 0}     # K models of each kind (default 64); seed (default: the config's seed)
+audit: {n_models: 64, seed: 0, swap: true}
+# n_models: K models of each kind (default 64); seed (default: the config's seed); swap: play the SWAP test
+# (default true; false saves K full trainings and K runs of the method and reports no SWAP-test advantage)
 ```
 
 ``key.sub=value`` overrides apply to the whole file first (``audit.n_models=16`` included); errors name the key
@@ -15,7 +17,7 @@ from typing import Any
 
 from ..config import ConfigError, ExperimentConfig, apply_overrides, parse_config, read_yaml
 
-AUDIT_KEYS = ("n_models", "seed")
+AUDIT_KEYS = ("n_models", "seed", "swap")
 DEFAULT_MODELS = 64
 
 
@@ -23,6 +25,7 @@ DEFAULT_MODELS = 64
 class AuditSettings:
     n_models: int = DEFAULT_MODELS
     seed: int = 0
+    swap: bool = True
 
 
 def load_audit_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
@@ -61,4 +64,7 @@ def parse_audit(section: Any, *, default_seed: int = 0) -> AuditSettings:
     seed = section.get("seed", default_seed)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError("audit.seed", f"expected an integer >= 0; got {seed!r}")
-    return AuditSettings(n_models=n, seed=seed)
+    swap = section.get("swap", True)
+    if not isinstance(swap, bool):
+        raise ConfigError("audit.swap", f"expected true or false (play the SWAP test or not); got {swap!r}")
+    return AuditSettings(n_models=n, seed=seed, swap=swap)

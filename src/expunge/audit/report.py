@@ -17,14 +17,27 @@ from ..report import STYLE, format_table, png_data_uri, pyplot
 from .result import TIER1_REFERENCES, TIER2_MODELS, AuditResult
 
 Table = tuple[str, list[str], list[list[str]]]
+Section = Table | str                    # a table, or a one-line note where a table could not be computed
 DEFINITIONS = (
     "ε: the NeurIPS 2023 unlearning challenge's per-example privacy loss of the best threshold attack on the "
     "logit-scaled confidence φ (unlearned vs oracle models); F = mean of 2^(−⌊2ε⌋) over the forget set (0 from "
-    "ε ≥ ⌈ln(K − 1)⌉), final = F × RA ratio × TA ratio. KLoM: KL divergence between the unlearned and oracle models' "
-    "margin histograms per example. U-LiRA: per-example likelihood-ratio attack telling unlearned from oracle "
-    "models, fitted on half the models and scored on the other half (accuracy 50% = indistinguishable). LiRA "
-    "offline: per-example attack on one model with the oracles as reference models, forget vs test examples. "
-    "Baseline: the same score for K further oracles against the K oracles: what exact retraining scores.")
+    "ε ≥ ⌈ln(K − 1)⌉), final = F × RA ratio × TA ratio; across originals: K originals each unlearned once; NeurIPS "
+    "2023 protocol: one original unlearned K times with K seeds (the challenge's own). KLoM: KL divergence between "
+    "the unlearned and oracle models' margin histograms per example. U-LiRA: per-example likelihood-ratio attack "
+    "telling unlearned from oracle models, fitted on half the models and scored on the other half (accuracy 50% = "
+    "indistinguishable). LiRA offline: per-example attack on one model with the oracles as reference models, forget "
+    "vs test examples. "
+    "Retain leakage: one threshold on φ telling retain from test examples, pooled over a group's models; leaks when "
+    "the unlearned models' number exceeds the oracles' by more than the oracle-vs-oracle band (95% of the "
+    "differences between two random groups of K among the 2K oracles); each of the six rows is judged on its own "
+    "(no correction for testing six), so under exact retraining each row lies above its band about 1 time in 40 "
+    "(the audited model's rows 1 in 2K + 1 below K = 20) and some row may be flagged by chance (at most about 1 "
+    "audit in 7 from K = 20); read one flag alone as a prompt to look again, not as proof. SWAP-test advantage "
+    "(Tu, Hu, Ma, NeurIPS 2025): a threshold adversary on the offline LiRA score guesses forget vs test examples, in the audit's game "
+    "and in its swap (test examples of the same labels forgotten instead, by K more originals); ½ the sum of the "
+    "two games' TPR − FPR, threshold chosen on half the model pairs and measured on the other half, 95% bootstrap "
+    "interval over pairs and examples; 0 for retraining; scaled: divided by the originals' advantage (1 = kept the "
+    "data). Baseline: the same score for K further oracles against the K oracles: what exact retraining scores.")
 
 
 def _f(x: Any, digits: int = 3) -> str:
@@ -33,17 +46,23 @@ def _f(x: Any, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, (float, np.floating)) else str(x)
 
 
+CHALLENGE_ROWS = (("forgetting quality F", "forget_quality", "≈ baseline (never 1)"),
+                  ("final score", "final", "≈ baseline"), ("median ε", "eps_median", "≈ baseline"),
+                  ("mean ε", "eps_mean", "≈ baseline"))
+CHALLENGE_LABELS = (("challenge_", "challenge, across originals (K originals, one run each)"),
+                    ("challenge_neurips2023_", "challenge, NeurIPS 2023 protocol (one original, K runs)"))
+
+
 def tier2_table(r: AuditResult) -> Table:
     s = r.summary()
-    rows = [("challenge forgetting quality F", "challenge_forget_quality", "≈ baseline (never 1)"),
-            ("challenge final score", "challenge_final", "≈ baseline"),
-            ("median ε", "challenge_eps_median", "≈ baseline"),
-            ("mean ε", "challenge_eps_mean", "≈ baseline")]
+    body = [[f"{label}: {name}", _f(s.get(prefix + key)), _f(s.get("challenge_baseline_" + key)), target]
+            for prefix, label in CHALLENGE_LABELS if prefix + "forget_quality" in s
+            for name, key, target in CHALLENGE_ROWS]
+    rows: list[tuple[str, str, str]] = []
     rows += [(f"KLoM {split} mean / p95", f"klom_{split}", "≈ baseline") for split in ("forget", "retain", "test")]
     rows += [("U-LiRA accuracy", "ulira_accuracy", "0.5"), ("U-LiRA AUC", "ulira_auc", "0.5"),
              ("U-LiRA TPR at 1% FPR", "ulira_tpr_at_1pct", "0.01"),
              ("U-LiRA TPR at 0.1% FPR", "ulira_tpr_at_0_1pct", "0.001")]
-    body = []
     for label, key, target in rows:
         if key.startswith("klom_"):
             base = key.replace("klom_", "klom_baseline_")
@@ -78,6 +97,59 @@ def tier0_table(r: AuditResult) -> Table:
     return "Tier 0: accuracies and the population MIA", ["", "UA", "RA", "TA", "MIA", "Avg.Gap"], body
 
 
+LEAKAGE_ROWS = (("AUC", "auc"), ("TPR at 1% FPR", "tpr_at_1pct"), ("TPR at 0.1% FPR", "tpr_at_0_1pct"))
+
+
+def leakage_table(r: AuditResult) -> Table:
+    g = r.leakage
+    body = []
+    for label, key in LEAKAGE_ROWS:
+        lo, hi = g.band[key]
+        body.append([f"{label}, {r.n_models} unlearned vs {r.n_models} oracles", _f(g.unlearned[key]),
+                     _f(g.oracle[key]), _f(g.difference[key]), _band(lo, hi), _leaks(g, key, False)])
+    for label, key in LEAKAGE_ROWS:
+        lo, hi = g.audited_band[key]
+        mean_single = g.audited[key] - g.audited_difference[key]
+        body.append([f"{label}, audited model vs single oracles", _f(g.audited[key]), _f(mean_single),
+                     _f(g.audited_difference[key]), _band(lo, hi), _leaks(g, key, True)])
+    return (f"Retain leakage: retain ({g.n_members}) vs test ({g.n_nonmembers}) examples, one threshold on φ per "
+            f"group (– where too few test examples resolve the FPR; each row is judged on its own band, so one "
+            f"flag alone can be chance)",
+            ["retain vs test", r.method, "oracles", "difference", "oracle-vs-oracle band (95%)",
+             "beyond the band"], body)
+
+
+def _band(lo: float, hi: float) -> str:
+    return "–" if math.isnan(lo) or math.isnan(hi) else f"{_f(lo)} to {_f(hi)}"
+
+
+def _leaks(g, key: str, audited: bool) -> str:
+    d = (g.audited_difference if audited else g.difference)[key]
+    return "–" if math.isnan(d) else ("LEAKS" if g.exceeds(key, audited=audited) else "no")
+
+
+def advantage_table(r: AuditResult) -> Section:
+    """The SWAP-test table, or the one-line note saying why the test was not played."""
+    a = r.advantage
+    if a is None:
+        return r.swap_note or "SWAP test not run."
+
+    def row(name: str, adv) -> list[str]:
+        if adv is None:
+            return [name, "–", "–", "0"]
+        return [name, _f(adv.value), _band(adv.ci_low, adv.ci_high), str(adv.n_pairs)]
+
+    body = [row(f"{r.method} (target 0)", a.method), row("originals, never unlearned (kept the data)", a.kept),
+            row("oracles vs oracles (baseline)", a.oracle),
+            [f"{r.method}, scaled: 0 = retraining, 1 = kept the data", _f(a.scaled.value),
+             _band(a.scaled.ci_low, a.scaled.ci_high), str(a.n_pairs)]]
+    n_forget = r.sizes.get("forget", a.n_forget)
+    fewer = (f" (test is short of some labels: the swapped request forgets {a.n_forget} test examples, the audited "
+             f"one all {n_forget} forget examples, scored on {a.n_forget} of them)" if a.n_forget < n_forget else "")
+    return (f"Calibrated advantage (SWAP test): forget vs test, {a.n_forget} examples each, the game and its swap"
+            f"{fewer}", ["models", "advantage", "95% interval", "model pairs"], body)
+
+
 def exposed_table(r: AuditResult, n: int = 10) -> Table:
     body = [[str(i + 1), str(e["index"]), str(e["label"]), _f(e["epsilon"], 2), _f(e["klom"], 2),
              _f(e["ulira_accuracy"], 2), _f(e["phi_unlearned"], 2), _f(e["phi_oracle"], 2)]
@@ -87,23 +159,28 @@ def exposed_table(r: AuditResult, n: int = 10) -> Table:
             body)
 
 
-def tables(r: AuditResult) -> list[Table]:
-    return [tier2_table(r), tier1_table(r), tier0_table(r), exposed_table(r)]
+def tables(r: AuditResult) -> list[Section]:
+    return [tier2_table(r), tier1_table(r), leakage_table(r), advantage_table(r), tier0_table(r), exposed_table(r)]
 
 
-def text_table(table: Table) -> str:
+def text_table(table: Section) -> str:
+    if isinstance(table, str):
+        return table
     title, header, body = table
     return f"{title}\n{format_table(header, body)}"
 
 
 def text_summary(r: AuditResult) -> str:
-    """The tier statement, the tier-2 and tier-1 tables, the most exposed examples and the one-line verdict, as the
-    CLI prints them."""
+    """The tier statement, the tier-2 and tier-1 tables, retain leakage, the calibrated advantage, the most exposed
+    examples and the one-line verdict, as the CLI prints them."""
     return "\n\n".join([tier_statement(r.tier), text_table(tier2_table(r)), text_table(tier1_table(r)),
-                        text_table(exposed_table(r)), r.verdict()])
+                        text_table(leakage_table(r)), text_table(advantage_table(r)), text_table(exposed_table(r)),
+                        r.verdict()])
 
 
-def _md_table(table: Table) -> list[str]:
+def _md_table(table: Section) -> list[str]:
+    if isinstance(table, str):
+        return [f"> {table}", ""]
     title, header, body = table
     return [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
         ["| " + " | ".join(row) + " |" for row in body] + [""]
@@ -138,7 +215,11 @@ def _html(r: AuditResult, title: str, statement: str, info: dict[str, Any]) -> s
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{STYLE}</style>"
              f"</head><body><h1>{esc(title)}</h1><p class='caveat'>{esc(statement)}</p><ul>"]
     parts += [f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in info.items()] + ["</ul>"]
-    for t_title, header, body in tables(r):
+    for section in tables(r):
+        if isinstance(section, str):
+            parts.append(f"<p class='caveat'>{esc(section)}</p>")
+            continue
+        t_title, header, body = section
         parts.append(f"<h2>{esc(t_title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>" for row in body]
         parts.append("</table>")

@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from .leakage import RetainLeakage
+from .swap import SwapResult
 from .tier1 import ReferenceAttack
-from .tier2 import Tier2
+from .tier2 import CHALLENGE_VARIANTS, Tier2
 
 TIER2_MODELS = 64       # unlearned models and oracles each, for tier 2 (distributional tests per example)
 TIER1_REFERENCES = 16   # oracle reference models, for tier 1 (per-example attacks on one model)
@@ -28,8 +30,14 @@ class AuditResult:
     """What :func:`expunge.audit` found.
 
     - ``tier``: the evidence tier reached (:func:`tier_for`);
-    - ``tier2``: challenge score, KLoM and U-LiRA with their oracle-vs-oracle baselines;
+    - ``tier2``: challenge score (both variants: across originals and the NeurIPS 2023 protocol), KLoM and U-LiRA
+      with their oracle-vs-oracle baselines;
     - ``tier1``: offline LiRA of the audited model with the oracles as references, beside held-out oracles;
+    - ``leakage``: the retain-vs-test membership attack on the unlearned models and the audited model against the
+      oracles, with the oracle-vs-oracle bands (:mod:`.leakage`);
+    - ``advantage``: the SWAP-test advantage of the method, of the originals and of oracles, and the scaled one
+      (0 = retraining, 1 = kept the data; :mod:`.swap`); None where the SWAP test was not played, and then
+      ``swap_note`` says why in one line (switched off, or no test example of the forget set's labels);
     - ``scores``: ``expunge.evaluate`` of the audited model against an oracle (tier 0);
     - ``examples``: per forget example (columns :data:`EXAMPLE_COLUMNS`: position in ``train``, label, challenge
       ε, KLoM, U-LiRA accuracy, median φ under the unlearned models and under the oracles);
@@ -44,6 +52,8 @@ class AuditResult:
     seed: int
     tier2: Tier2
     tier1: ReferenceAttack
+    leakage: RetainLeakage
+    advantage: SwapResult | None
     scores: dict[str, float]
     examples: dict[str, np.ndarray]
     accuracies: dict[str, float]
@@ -51,12 +61,16 @@ class AuditResult:
     seconds: dict[str, float]
     forget_base_index: np.ndarray = field(repr=False)
     audited: str = "member 0 of the unlearned models"
+    swap_note: str | None = None
 
     def evidence(self) -> dict[str, float]:
         """The tier-1 and tier-2 numbers, the tier, model counts and timings (no tier-0 scores)."""
         out = {"evidence_tier": float(self.tier), "n_models": float(self.n_models)}
         out.update(self.tier2.summary())
         out.update(self.tier1.summary())
+        out.update(self.leakage.summary())
+        if self.advantage is not None:
+            out.update(self.advantage.summary())
         out.update(self.accuracies)
         out.update({f"{k}_seconds": v for k, v in self.seconds.items()})
         return out
@@ -88,6 +102,12 @@ class AuditResult:
             "scores": self.scores, "accuracies": self.accuracies, "seconds": self.seconds,
             "challenge": {"epsilons": t2.challenge.epsilons, "h": t2.challenge.h,
                           "baseline_epsilons": t2.challenge_baseline.epsilons},
+            "challenge_variants": {name: {"protocol": CHALLENGE_VARIANTS[name], **fq.summary("challenge"),
+                                          "eps_median": float(np.median(fq.epsilons)), "epsilons": fq.epsilons}
+                                   for name, fq in t2.challenge_variants().items()},
+            "retain_leakage": self.leakage.to_dict(),
+            "advantage": self.advantage.to_dict() if self.advantage is not None else None,
+            "swap_note": self.swap_note,
             "klom": {s: r.per_example for s, r in t2.klom.items()},
             "klom_baseline": {s: r.per_example for s, r in t2.klom_baseline.items()},
             "ulira": {"per_example_accuracy": t2.ulira.per_example_accuracy, "roc_fpr": t2.ulira.attack.roc_fpr,

@@ -19,32 +19,48 @@ from ..methods import base as registry
 from ..methods.base import TrainArgs, check_request
 from ..metrics import logit_scaled_confidence, predict
 from ..training import Recipe
+from .leakage import retain_leakage
 from .result import AuditResult, tier_for
+from .swap import SwapRequest, SwapResult, swap_note, swap_request, swap_scores
 from .tier1 import reference_attack
 from .tier2 import tier2
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-STAGES = ("originals", "oracles", "baseline", "unlearn", "scoring")
+STAGES = ("originals", "oracles", "baseline", "unlearn", "unlearn one original", "swap originals", "swap unlearn",
+          "scoring")
+SWAP_STAGES = ("swap originals", "swap unlearn")
 
 
 def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset, retain: Dataset, method: str,
           method_args: dict[str, Any] | None = None, recipe: dict[str, Any], n_models: int = 64, seed: int = 0,
-          original: nn.Module | None = None, device: Any = None, precision: str | None = None) -> AuditResult:
+          original: nn.Module | None = None, device: Any = None, precision: str | None = None,
+          swap: bool = True) -> AuditResult:
     """Audit ``method`` on this forget request with ``n_models`` (K) models of each kind.
 
     Trains K originals on all of ``train`` (seeds ``seed`` … ``seed + K − 1``), K oracles on ``retain`` (the next
     K seeds) and K baseline oracles (the K after those), all with ``recipe`` (the keywords of ``expunge.train``)
-    from ``template``'s architecture; unlearns original k with ``method`` and seed ``seed + k``. Then scores tier 2
-    (challenge ε and F, KLoM, U-LiRA, each beside its oracle-vs-oracle baseline), tier 1 (offline LiRA of the
-    audited model with the K oracles as references, beside the baseline oracles as held-out targets) and tier 0
-    (``expunge.evaluate`` against a baseline oracle). The audited model is ``original`` unlearned with ``method``
-    and seed ``seed`` when given, else the first unlearned model. Classification only. Repeatable for a seed.
-    ``device`` and ``precision``: where every model is trained and scored (default: ``template``'s device) and the
-    training precision, as for ``expunge.train``.
+    from ``template``'s architecture; unlearns original k with ``method`` and seed ``seed + k``, and original 0
+    once more with each of those seeds (the NeurIPS 2023 protocol); trains K originals of the swapped request
+    (retain ∪ B, B drawn from ``test``: :mod:`.swap`, the K seeds after the baseline's) and unlearns B from each,
+    unless ``swap`` is False (K fewer full trainings and K fewer runs of the method; no SWAP-test advantage) or
+    ``test`` holds no example of the forget set's labels (the swap cannot be formed); either way the result's
+    ``swap_note`` says so in one line.
+    Then scores tier 2 (challenge ε and F in both variants, KLoM, U-LiRA, each beside its oracle-vs-oracle
+    baseline), tier 1 (offline LiRA of the audited model with the K oracles as references, beside the baseline
+    oracles as held-out targets), the retain leakage (:mod:`.leakage`), the SWAP-test advantage
+    (:mod:`expunge.metrics.advantage`) and tier 0 (``expunge.evaluate`` against a baseline oracle). The audited
+    model is ``original`` unlearned with ``method`` and seed ``seed`` when given, else the first unlearned model.
+    Classification only. Repeatable for a seed. ``device`` and ``precision``: where every model is trained and
+    scored (default: ``template``'s device) and the training precision, as for ``expunge.train``.
     """
     args, index = check_audit(template, train, test, forget=forget, retain=retain, method=method,
-                              method_args=method_args, recipe=recipe, n_models=n_models, seed=seed, original=original)
+                              method_args=method_args, recipe=recipe, n_models=n_models, seed=seed, original=original,
+                              swap=swap)
+    note = swap_note(forget, test, swap)
+    if note is not None:
+        log.info("audit: %s", note)
+    request = swap_request(forget, retain, test, seed) if note is None else None
     target = target_device(device, template)
     precision = check_precision(run_precision(precision), target)
     on = {"device": target, "precision": precision}
@@ -52,12 +68,22 @@ def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     log.info("audit of %s with K=%d models of each kind (tier %d reachable)", method, k, tier_for(k))
-    with _Stages(seconds) as stage:
+    stages = STAGES if request is not None else tuple(s for s in STAGES if s not in SWAP_STAGES)
+    with _Stages(seconds, len(stages)) as stage:
         originals = stage("originals", lambda: E.train(template, train, seeds=_seeds(seed, k, 0), **on, **recipe))
         oracles = stage("oracles", lambda: E.train(template, retain, seeds=_seeds(seed, k, 1), **on, **recipe))
         baseline = stage("baseline", lambda: E.train(template, retain, seeds=_seeds(seed, k, 2), **on, **recipe))
         unlearned = stage("unlearn", lambda: E.unlearn(originals.members(), forget=forget, retain=retain,
                                                        method=method, seeds=_seeds(seed, k, 0), **on, **args))
+        one_original = stage("unlearn one original", lambda: E.unlearn(
+            originals.member(0), forget=forget, retain=retain, method=method, seeds=_seeds(seed, k, 0), **on, **args))
+        swapped: dict[str, E.Ensemble] = {}
+        if request is not None:
+            swapped["swap_original"] = stage("swap originals", lambda: E.train(
+                template, request.train, seeds=_seeds(seed, k, 3), **on, **recipe))
+            swapped["swap_unlearned"] = stage("swap unlearn", lambda: E.unlearn(
+                swapped["swap_original"].members(), forget=request.forget, retain=request.retain, method=method,
+                seeds=_seeds(seed, k, 3), **on, **args))
         stage.begin("scoring")
         if original is not None:
             model = api.unlearn(original, forget=forget, retain=retain, method=method, seed=seed, **on, **args)
@@ -65,26 +91,32 @@ def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset
         else:
             model, audited = unlearned.member(0), "member 0 of the unlearned models"
         result = _score(model, {"unlearned": unlearned, "oracle": oracles, "baseline": baseline,
-                                "original": originals}, train, test, forget, retain, index, seed)
+                                "original": originals, "one_original": one_original},
+                        swapped, request, train, test, forget, retain, index, seed)
         stage.end()
     seconds["wall"] = time.perf_counter() - start
     tier = tier_for(k)
     log.info("audit done in %.1fs: tier %d", seconds["wall"], tier)
     return AuditResult(tier=tier, n_models=k, method=method, method_args=args, seed=seed, seconds=seconds,
-                       audited=audited, **result)
+                       audited=audited, swap_note=note, **result)
 
 
 def check_audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset, retain: Dataset,
                 method: str, method_args: dict[str, Any] | None = None, recipe: dict[str, Any], n_models: int = 64,
-                seed: int = 0, original: nn.Module | None = None) -> tuple[dict[str, Any], np.ndarray]:
+                seed: int = 0, original: nn.Module | None = None, swap: bool = True
+                ) -> tuple[dict[str, Any], np.ndarray]:
     """What :func:`audit` checks before training anything (ValueError/TypeError naming the bad input); returns the
     method's arguments and each forget example's position in ``train``."""
+    if not isinstance(swap, bool):
+        raise TypeError(f"swap must be True or False (play the SWAP test or not); got {swap!r}")
     args = _check(template, train, test, forget, retain, method, method_args, recipe, n_models, seed, original)
-    return args, _positions(train, forget, retain, test)
+    index = _positions(train, forget, retain, test)
+    return args, index
 
 
-def _score(model: nn.Module, ensembles: dict[str, E.Ensemble], train: Dataset, test: Dataset, forget: Dataset,
-           retain: Dataset, index: np.ndarray, seed: int) -> dict[str, Any]:
+def _score(model: nn.Module, ensembles: dict[str, E.Ensemble], swapped: dict[str, E.Ensemble], swap: SwapRequest | None,
+           train: Dataset, test: Dataset, forget: Dataset, retain: Dataset, index: np.ndarray, seed: int
+           ) -> dict[str, Any]:
     splits = {"forget": forget, "retain": retain, "test": test}
     labels = {s: targets(d) for s, d in splits.items()}
     keep = torch.ones(len(labels["test"]), dtype=torch.bool)
@@ -102,8 +134,16 @@ def _score(model: nn.Module, ensembles: dict[str, E.Ensemble], train: Dataset, t
     t2 = tier2(phi, acc, seed=seed)
     both = lambda p: np.concatenate([p["forget"], p["test"]], axis=-1)
     is_forget = np.r_[np.ones(len(forget), bool), np.zeros(len(test), bool)]
-    mine = {s: logit_scaled_confidence(predict(model, d), labels[s]) for s, d in (("forget", forget), ("test", test))}
+    retain_sample = Subset(retain, sample.tolist())
+    mine = {s: logit_scaled_confidence(predict(model, d), y) for s, d, y in (
+        ("forget", forget, labels["forget"]), ("test", test, labels["test"]),
+        ("retain", retain_sample, labels["retain"][torch.as_tensor(sample)]))}
     t1 = reference_attack(both(mine), both(phi["oracle"]), is_forget, heldout_phi=both(phi["baseline"]))
+    leakage = retain_leakage({**{g: phi[g]["retain"] for g in ("unlearned", "oracle", "baseline")},
+                              "audited": mine["retain"]},
+                             {**{g: phi[g]["test"] for g in ("unlearned", "oracle", "baseline")},
+                              "audited": mine["test"]}, seed=seed)
+    advantage = _swap_advantage(phi, swapped, swap, forget, test, labels, seed) if swap is not None else None
     scores = evaluate(model, forget=forget, retain=retain, test=test, reference=ensembles["baseline"].member(0),
                       seed=seed)
     examples = {"index": index, "label": labels["forget"].numpy(), "epsilon": t2.challenge.epsilons,
@@ -113,8 +153,24 @@ def _score(model: nn.Module, ensembles: dict[str, E.Ensemble], train: Dataset, t
     accuracies = {f"{g}_{s}_acc": float(np.mean(a)) for g, by in acc.items() for s, a in by.items()}
     sizes = {"train": len(train), "forget": len(forget), "retain": len(retain), "test": len(test),
              "retain_sample": len(sample)}
-    return {"tier2": t2, "tier1": t1, "scores": scores, "examples": examples, "accuracies": accuracies,
-            "sizes": sizes, "forget_base_index": resolve(forget)[1].numpy()}
+    if swap is not None:
+        sizes["swap_examples"] = len(swap.forget_positions)
+    return {"tier2": t2, "tier1": t1, "leakage": leakage, "advantage": advantage, "scores": scores,
+            "examples": examples, "accuracies": accuracies, "sizes": sizes,
+            "forget_base_index": resolve(forget)[1].numpy()}
+
+
+def _swap_advantage(phi: dict[str, dict[str, np.ndarray]], swapped: dict[str, E.Ensemble], swap: SwapRequest,
+                    forget: Dataset, test: Dataset, labels: dict[str, torch.Tensor], seed: int) -> SwapResult:
+    """The SWAP test (:mod:`.swap`): φ of every group on A (the forget examples the games use) and on B."""
+    a_set, b_set = Subset(forget, swap.forget_positions.tolist()), Subset(test, swap.test_positions.tolist())
+    y_a, y_b = labels["forget"][torch.as_tensor(swap.forget_positions)], labels["test"][torch.as_tensor(
+        swap.test_positions)]
+    on_a = {g: phi[g]["forget"][:, swap.forget_positions] for g in ("unlearned", "original", "oracle", "baseline")}
+    on_b = {g: phi[g]["test"][:, swap.test_positions] for g in ("unlearned", "original", "oracle", "baseline")}
+    for g, ens in swapped.items():
+        on_a[g], on_b[g] = _phi_and_hits(ens, a_set, y_a)[0], _phi_and_hits(ens, b_set, y_b)[0]
+    return swap_scores(on_a, on_b, seed=seed)
 
 
 def _phi_and_hits(ens: E.Ensemble, data: Dataset, y: torch.Tensor, chunk: int = 4096
@@ -205,13 +261,13 @@ class _Stages:
     """Times named stages into ``seconds``, logs them, and shows their progress (a bar on a terminal, timed lines
     elsewhere: ``expunge.progress``)."""
 
-    def __init__(self, seconds: dict[str, float]):
-        self.seconds, self.name, self.t0 = seconds, None, 0.0
+    def __init__(self, seconds: dict[str, float], n_stages: int = len(STAGES)):
+        self.seconds, self.name, self.t0, self.n_stages = seconds, None, 0.0, n_stages
 
     def __enter__(self) -> "_Stages":
         from ..progress import Phase
 
-        self.bar = Phase("audit", len(STAGES), "stage").__enter__()
+        self.bar = Phase("audit", self.n_stages, "stage").__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:

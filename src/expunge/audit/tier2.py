@@ -5,7 +5,12 @@
   F × RA ratio × TA ratio. F is far below 1 even for exact retraining at realistic model counts (two samples of one
   Gaussian give median ε ≈ 1.6, F ≈ 0.19 with 64 models per side; digits' oracles against oracles, F ≈ 0.16), so F
   is reported beside its **baseline**: the same score of K further oracles (other seeds) against the K oracles,
-  computed the same way with the same K.
+  computed the same way with the same K. Two variants (:data:`CHALLENGE_VARIANTS`), which differ in where the
+  unlearned models come from: **across originals** (keys ``challenge_*``): K originals, each unlearned once, so
+  the score also sees how the originals vary; **NeurIPS 2023 protocol** (keys ``challenge_neurips2023_*``): the
+  challenge's own, one original unlearned K times with K seeds, so it sees only the method's own randomness (a
+  method that ignores its seed gives K equal models, and ε at its cap on every example the oracles vary on). Both
+  use the same K oracles and the same baseline.
 - **KLoM** (Georgiev et al., "Attribute-to-Delete", ICLR 2025; :func:`expunge.metrics.klom`) on forget, retain and
   test examples, mean and 95th percentile, beside the same oracle-vs-oracle baseline.
 - **U-LiRA** (Hayes et al., "Inexact Unlearning Needs More Careful Evaluations to Avoid a False Sense of Privacy",
@@ -29,6 +34,10 @@ from ..metrics import AttackResult, ForgettingQuality, KLoMResult, forgetting_qu
 
 ULIRA_PER_EXAMPLE_VARIANCE_MIN = 32
 KLOM_SPLITS = ("forget", "retain", "test")
+CHALLENGE_VARIANTS = {
+    "across_originals": "K originals, each unlearned once with its own seed, against K oracles (keys challenge_*)",
+    "neurips2023": "the NeurIPS 2023 challenge's protocol: one original unlearned K times with K seeds, against "
+                   "K oracles (keys challenge_neurips2023_*)"}
 
 
 @dataclass
@@ -85,10 +94,21 @@ class Tier2:
     klom_baseline: dict[str, KLoMResult]
     ulira: ULiRAResult
     ulira_baseline: ULiRAResult
+    challenge_neurips2023: ForgettingQuality | None = None   # one original unlearned K times (absent: not run)
+
+    def challenge_variants(self) -> dict[str, ForgettingQuality]:
+        """The challenge score by variant name (:data:`CHALLENGE_VARIANTS`)."""
+        out = {"across_originals": self.challenge}
+        if self.challenge_neurips2023 is not None:
+            out["neurips2023"] = self.challenge_neurips2023
+        return out
 
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        for prefix, fq in (("challenge", self.challenge), ("challenge_baseline", self.challenge_baseline)):
+        variants = [("challenge", self.challenge), ("challenge_baseline", self.challenge_baseline)]
+        if self.challenge_neurips2023 is not None:
+            variants.append(("challenge_neurips2023", self.challenge_neurips2023))
+        for prefix, fq in variants:
             out.update(fq.summary(prefix))
             out[f"{prefix}_eps_median"] = float(np.median(fq.epsilons))
             out[f"{prefix}_retain_ratio"] = _nan(fq.retain_ratio)
@@ -109,7 +129,8 @@ def _nan(x: float | None) -> float:
 def tier2(phi: dict[str, dict[str, np.ndarray]], accuracy: dict[str, dict[str, np.ndarray]], *,
           seed: int = 0) -> Tier2:
     """All tier-2 scores. ``phi[group][split]`` is ``[K, N]`` φ (= KLoM margin) for group in unlearned, oracle,
-    baseline and split in forget, retain, test; ``accuracy[group][split]`` the per-model accuracies ``[K]``."""
+    baseline (and, for the NeurIPS 2023 variant of the challenge score, one_original: one original unlearned K
+    times) and split in forget, retain, test; ``accuracy[group][split]`` the per-model accuracies ``[K]``."""
     u, o, b = phi["unlearned"], phi["oracle"], phi["baseline"]
 
     def challenge(group: str, scores: dict[str, np.ndarray]) -> ForgettingQuality:
@@ -121,4 +142,6 @@ def tier2(phi: dict[str, dict[str, np.ndarray]], accuracy: dict[str, dict[str, n
                  klom={s: klom(u[s], o[s]) for s in KLOM_SPLITS},
                  klom_baseline={s: klom(b[s], o[s]) for s in KLOM_SPLITS},
                  ulira=ulira(u["forget"], o["forget"], seed=seed),
-                 ulira_baseline=ulira(b["forget"], o["forget"], seed=seed))
+                 ulira_baseline=ulira(b["forget"], o["forget"], seed=seed),
+                 challenge_neurips2023=challenge("one_original", phi["one_original"]) if "one_original" in phi
+                 else None)

@@ -204,7 +204,7 @@ def _unlearn(p: dict[str, Any]) -> dict[str, Any]:
                         seed=p.get("unlearn_seed", seed), **args)
     scores = evaluate(model, forget=forget, retain=retain, test=test, reference=p["oracle"], seed=seed,
                       **_scoring(p, train))
-    return {"metrics": scores, "result": {"args": _plain(args)}}
+    return {"metrics": scores, "result": {"args": _plain(args)}, "model": model}   # cached for inspection
 
 
 def _plain(value: Any) -> Any:

@@ -9,6 +9,12 @@ method's verdict and any warning about the original. The noise floor is a second
 another seed and scored against the first, where the bench trains one (the language task; its row is in
 ``rows`` too); otherwise the oracles of different seeds against each other, so of different forget sets too where
 the forget set depends on the seed: a conservative floor.
+
+Generation benches (image generators): the HTML report splits each section's table in two
+(:data:`GENERATION_TABLES`: forgetting, then retained classes and cost; the Markdown keeps one table), and each
+section gets a sample grid (:func:`sample_grid_plot`): the first seed's original, each method's model (best Avg. Gap
+first) and the oracle, read from the bench's model cache, drawing :data:`GRID_PER_CLASS` samples of each class
+from the same noise (:func:`expunge.gen.report.sample_grid`), the forgotten classes first.
 """
 from __future__ import annotations
 
@@ -23,14 +29,18 @@ from typing import Any
 from ..evaluate import TIER0_CAVEAT
 from ..modelio import atomic_write
 from ..report import (STYLE, comparable, definitions, rows_task, figure_html, format_sizes, markdown_notes, markdown_table,
-                      notes_html, summarise, table_html, verdict_json)
+                      method_names, notes_html, summarise, table_html, verdict_json)
 from ..store import RunRecord, RunStore
 from ..verdict import FLOOR, ORACLE, oracle_pairs
 from .grid import Grid
 from .plots import metric_bars, metric_caption, pareto_caption, pareto_plot
-from .runner import STORE_NAME, load_grid
+from .runner import STORE_NAME, ModelCache, load_grid
 
 Rows = dict[str, list[dict[str, float]]]
+GENERATION_TABLES = (("Forgetting", ("UA", "attack %", "MIA AUC", "Avg.Gap", "x floor", "verdict")),
+                     ("Retained classes and cost", ("retain gen acc", "Frechet retain", "Frechet to oracle", "RTE %",
+                                                    "seconds", "tier", "verdict")))
+GRID_PER_CLASS = 6        # samples per class in a generation section's grid
 
 
 @dataclass
@@ -167,6 +177,9 @@ def write_bench_report(out: str | Path, *, dest: str | Path | None = None,
                                    ("metrics", metric_bars(sec.rows, sec.title), metric_caption(sec.rows))):
             if png:
                 plots.append((sec, kind, dest / "plots" / f"{slug}-{kind}.png", png, caption))
+        grid = sample_grid_plot(results, sec, Path(out)) if rows_task(sec.rows) == "generation" else None
+        if grid is not None:
+            plots.append((sec, "samples", dest / "plots" / f"{slug}-samples.png", *grid))
     for _, _, path, png, _ in plots:
         atomic_write(path, png)
     meta = _meta(results)
@@ -238,7 +251,12 @@ def _html(results: BenchResults, meta: dict[str, Any], plots: list) -> str:
     for sec in results.sections:
         size = format_sizes(sec.sizes)
         parts.append(f"<h2>{esc(sec.title)}</h2>" + (f"<p>{esc(size)}</p>" if size else ""))
-        parts += [table_html(sec.rows), notes_html(sec.rows)]
+        if rows_task(sec.rows) == "generation":      # too wide as one table: forgetting, then the rest
+            for title, columns in GENERATION_TABLES:
+                parts += [f"<h3>{esc(title)}</h3>", table_html(sec.rows, keep=columns)]
+            parts.append(notes_html(sec.rows))
+        else:
+            parts += [table_html(sec.rows), notes_html(sec.rows)]
         parts.append("<p>Arguments:</p><ul>" + "".join(f"<li>{esc(x)}</li>" for x in _args_lines(sec)) + "</ul>")
         parts += [f"<p>{esc(n)}</p>" for n in sec.notes]
         for s, kind, _, png, caption in plots:
@@ -247,3 +265,53 @@ def _html(results: BenchResults, meta: dict[str, Any], plots: list) -> str:
                 parts.append(figure_html(uri, f"{kind}: {sec.title}", caption))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def sample_grid_plot(results: BenchResults, sec: Section, out: Path) -> tuple[bytes, str] | None:
+    """The sample grid of a generation section and its caption: the first seed's original, each method's model
+    (best Avg. Gap first) and the oracle, from the model cache in ``out``, all drawing :data:`GRID_PER_CLASS`
+    samples per class from the same seed; rows as :func:`expunge.gen.report.grid_rows` gives them (the forgotten
+    classes first, marked ``*``). None when the cache holds none of the models (a missing one is named in the
+    caption)."""
+    from ..gen.base import is_generative
+    from ..gen.report import grid_rows, sample_grid
+
+    cells = [c for c in results.grid.cells if (c.setup, c.scenario) == (sec.setup, sec.scenario)]
+    if not cells:
+        return None
+    cell = min(cells, key=lambda c: c.seed)
+    jobs, cache = results.grid.jobs, ModelCache(out / "cache")
+    wanted = [("original", cell.original)] + [(m, cell.unlearn[m]) for m in method_names(sec.rows)
+                                              if m in cell.unlearn] + [("oracle", cell.oracle)]
+    models, missing = {}, []
+    for name, key in wanted:
+        job = jobs.get(key)
+        if job is not None and cache.has(job):
+            model = cache.load(job)
+            if is_generative(model):
+                models[name] = model
+                continue
+        missing.append(name)
+    if not models:
+        return None
+    forgotten = (jobs[cell.oracle].spec.get("forget") or {}).get("classes", [])
+    classes, labels = grid_rows(min(m.n_classes for m in models.values()), forgotten,
+                                _class_names(jobs[cell.original].spec.get("data"), cell.seed))
+    png = sample_grid(models, classes, per_class=GRID_PER_CLASS, seed=cell.seed, class_names=labels)
+    caption = (f"Samples, seed {cell.seed}: one block per model (the original, each method by Avg.Gap, the oracle), "
+               f"rows = classes (* = forgotten), {GRID_PER_CLASS} samples per class from the same starting noise "
+               "for every model.") + (f" Not in the model cache: {', '.join(missing)}." if missing else "")
+    return png, caption
+
+
+def _class_names(data: Any, seed: int) -> list[str] | None:
+    """The data's class names for the grid's rows, or None where the data cannot be read here."""
+    from .jobs import load_data
+
+    if not isinstance(data, dict):
+        return None
+    try:
+        names = load_data(data, seed)[0].class_names
+    except (OSError, ValueError):
+        return None
+    return [str(n) for n in names] if names else None

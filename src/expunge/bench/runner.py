@@ -7,8 +7,10 @@ The bench's output directory holds
   second record of the same key. Each invocation of the bench is a run of kind ``bench``, parent of the jobs it ran.
 - ``cache/<stage>/<key>.safetensors`` (+ ``.json``; a language model: the directory ``cache/<stage>/<key>`` in
   transformers' format with a checksum manifest): originals and oracles, saved atomically with
-  :func:`expunge.save_model` before their job is recorded; the sidecar records the weights' checksum, checked
-  before a cached model is used: a truncated or corrupted one is removed and rebuilt like a lost one;
+  :func:`expunge.save_model` before their job is recorded; also each unlearn job's model (``cache/unlearn``),
+  kept for inspection (``expunge ui``, sample grids) and needed by no job; the sidecar records the weights'
+  checksum, checked before a cached model is used: a truncated or corrupted one is removed and rebuilt like a lost
+  one;
 - ``grid.json``: the expanded job graph, which reports read;
 - ``report.md``, ``report.html``, ``results.json``, ``plots/``: written at the end (see :mod:`.report`).
 
@@ -64,7 +66,8 @@ class DamagedModel(Exception):
 
 
 class ModelCache:
-    """Originals and oracles as safetensors + JSON under ``root/<stage>/<key>``; the last few loaded stay in memory.
+    """Models (originals, oracles; unlearned models, kept for inspection) as safetensors + JSON under
+    ``root/<stage>/<key>``; the last few loaded stay in memory.
 
     A cached pair counts as present only once it has passed :func:`expunge.modelio.check_model_files` (the
     safetensors layout and the checksum the sidecar records; checked once per file version): a damaged pair is

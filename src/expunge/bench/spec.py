@@ -26,7 +26,8 @@ out: bench-digits     # output directory: job store, model cache, reports (relat
 summary: benchmarks/results/digits.json         # optional extra copy of results.json
 device: cpu           # where jobs run: cpu (default), auto, cuda, cuda:N, mps (expunge.devices); not cpu: new job keys
 scoring: {max_examples: 100}   # optional extra arguments of expunge.evaluate (language models: rows scored per set;
-                               # image generators: samples_per_class, images drawn per class)
+                               # image generators: samples_per_class, images drawn per class, and
+                               # attack: false, no embedding-space attack)
 noise_floor: true     # a second oracle per cell (another seed), scored against the oracle: the noise floor
                       # (default: on the language and generation tasks only; elsewhere the oracles of different
                       # seeds are paired)
@@ -35,8 +36,8 @@ noise_floor: true     # a second oracle per cell (another seed), scored against 
 Image generators: ``data: {name: digits, generation: true}`` (or ``generation: {size: 16}``; labelled images
 through ``expunge.data.for_generation``), ``model: {name: unet, args: {...}}`` (the default on generation data) or
 ``{name: gan}``, ``train`` filled with the model's own ``recipe_defaults`` (as ``expunge.train`` does), class-wise
-scenarios, ``scoring: {samples_per_class: 20}``. ``methods: all`` runs the generation methods that unlearn the
-model's kind (a method's ``kinds``); a method named for a kind it does not unlearn is refused.
+scenarios, ``scoring: {samples_per_class: 20, attack: false}``. ``methods: all`` runs the generation methods that
+unlearn the model's kind (a method's ``kinds``); a method named for a kind it does not unlearn is refused.
 
 Language models: ``data: {name: authors, args: {...}}`` or ``{jsonl: f.jsonl, tokenizer: dir, group_key: author}``,
 ``model: {name: llama, args: {...}}`` (the default on text data) or ``{path: dir}``, ``train`` filled with the

@@ -5,10 +5,12 @@ same starting noise for every model, so that the blocks differ only by the model
 per model: rows are classes (labelled with their names), columns are samples, the model's name above. Blocks sit
 side by side, ``columns`` to a row of blocks. The size in pixels follows from the layout alone
 (:func:`grid_pixels`). :func:`grid_html` gives the same grid as an inline ``<figure>`` with a caption for the HTML
-reports. matplotlib on the Agg backend; no display needed.
+reports; :func:`run_grid` the grid of a generation run recorded by ``expunge run`` (its original, unlearned model
+and oracle, saved beside each other) for ``expunge report RUN``. matplotlib on the Agg backend; no display needed.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,6 +26,7 @@ PAD_PX = 8          # right and bottom edge
 DPI = 100
 MAX_PER_CLASS = 64
 MAX_CLASSES = 100
+GRID_ROWS = 10      # classes a report's grid shows (grid_rows)
 
 
 def grid_pixels(n_models: int, n_classes: int, per_class: int, columns: int | None = None) -> tuple[int, int]:
@@ -86,6 +89,56 @@ def grid_html(models: dict[str, GenerativeModel], classes: Sequence[int], *, per
                    f"samples per class, drawn from seed {seed} (the same starting noise for every model).")
     return figure_html("data:image/png;base64," + base64.b64encode(png).decode(),
                        f"sample grid: {', '.join(models)}", caption)
+
+
+def grid_rows(n_classes: int, forgotten: Sequence[int], names: Sequence[str] | None = None,
+              limit: int = GRID_ROWS) -> tuple[list[int], dict[int, str]]:
+    """The classes a report's grid shows and their row labels: the forgotten classes first (marked ``*``), then
+    the retained ones in order, ``limit`` rows in all (more where more classes were forgotten); labels are
+    ``names`` where given, else the class numbers."""
+    gone = [int(c) for c in forgotten if isinstance(c, (int, np.integer)) and 0 <= int(c) < n_classes]
+    classes = (gone + [c for c in range(n_classes) if c not in gone])[:max(limit, len(gone))]
+    label = lambda c: str(names[c]) if names is not None and c < len(names) else str(c)
+    return classes, {c: label(c) + (" *" if c in gone else "") for c in classes}
+
+
+def run_grid(record: Any, out: str | Path, *, per_class: int = 8) -> dict[str, str]:
+    """``extra_md`` and ``extra_html`` for :func:`expunge.report.write_reports` of a run recorded by ``expunge
+    run`` on an image generator: the sample grid of its original, unlearned model and oracle (the artifacts the run
+    saved; those whose files are gone are left out and named), written to ``out/samples.png`` and inline in the
+    HTML; rows as :func:`grid_rows` gives them. Empty for a run without a saved generator."""
+    import base64
+
+    from ..modelio import atomic_write, load_model
+    from ..report import figure_html
+
+    paths = {kind: Path(p) for p, kind in getattr(record, "artifacts", {}).items()}
+    if not {"original", "oracle"} & set(paths):           # saved by generation runs only
+        return {}
+    wanted = [("original", "original"), (str(record.params.get("method", "unlearned")), "model"),
+              ("oracle", "oracle")]
+    models, missing = {}, []
+    for name, kind in wanted:
+        path = paths.get(kind)
+        model = load_model(path) if path is not None and path.is_file() else None
+        if model is not None and is_generative(model):
+            models[name] = model
+        elif kind in paths:
+            missing.append(name)
+    if not models:
+        return {}
+    forgotten = record.params.get("forget.classes")
+    classes, labels = grid_rows(min(m.n_classes for m in models.values()),
+                                forgotten if isinstance(forgotten, list) else [])
+    png = sample_grid(models, classes, per_class=per_class, class_names=labels)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(out) / "samples.png", png)
+    caption = (f"Samples of {', '.join(models)}: one block per model, rows = classes (* = forgotten), columns = "
+               f"{per_class} samples per class, drawn from seed 0 (the same starting noise for every model).")
+    caption += f" Files gone: {', '.join(missing)}." if missing else ""
+    uri = "data:image/png;base64," + base64.b64encode(png).decode()
+    return {"extra_md": f"## Samples\n\n![sample grid](samples.png)\n\n{caption}",
+            "extra_html": "<h2>Samples</h2>\n" + figure_html(uri, "sample grid: " + ", ".join(models), caption)}
 
 
 def _columns(n_models: int, columns: int | None) -> int:

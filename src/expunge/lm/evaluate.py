@@ -496,3 +496,16 @@ def _device(model: nn.Module) -> torch.device:
 def _check_int(name: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+
+
+# Public names of the pieces other views of a model's answers build on (the comparator's per-fact table): the rows
+# of a set that are scored, their sequence statistics, the mean answer NLL of (question, answer) pairs, each distinct
+# question's first row, TOFU's truth ratio per question, the tokenizer's padding id and the model's context length.
+ScoredRows = _Rows
+scored_rows = _rows
+row_statistics = _statistics
+mean_answer_nll = _mean_nll
+question_groups = _question_groups
+truth_ratios = _truth
+padding_id = _pad
+max_positions = _max_positions

@@ -105,6 +105,11 @@ class Method:
         """Check argument values beyond their types; raise ValueError naming the argument."""
         prune = getattr(self.args, PRUNE_DENSE, None)
         self.require((PRUNE_DENSE, prune is None or 0 <= prune < 1, "a sparsity in [0, 1)"))
+        if isinstance(self.args, TrainArgs):
+            try:        # the training-loop settings are checked where they are given, not when training starts
+                self.args.recipe()
+            except ValueError as e:
+                raise ValueError(f"method {self.name!r}: {e}") from None
 
     def require(self, *checks: tuple[str, bool, str]) -> None:
         """Raise ValueError for the first failed check, each ``(argument, ok, what is allowed)``, naming the method,

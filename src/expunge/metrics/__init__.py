@@ -1,5 +1,6 @@
 """Metrics: model outputs, accuracies and errors, membership-inference attacks, gaps to the oracle, and
 distributional scores against many oracles."""
+from .advantage import Advantage, ScaledAdvantage, scaled_advantage, swap_advantage
 from .attacks import lira, rmia, threshold_attack, tune_rmia_a
 from .forgetting import ForgettingQuality, KLoMResult, example_epsilons, forgetting_quality, klom
 from .mia import svc_mia_efficacy
@@ -12,4 +13,5 @@ __all__ = ["predict", "true_class_confidence", "per_example_loss", "svc_mia_effi
            "loss", "confidence", "entropy", "modified_entropy", "logit_scaled_confidence", "margin",
            "membership_score", "roc_curve", "roc_auc", "tpr_at_fpr", "balanced_accuracy", "AttackResult",
            "threshold_attack", "lira", "rmia", "tune_rmia_a",
-           "forgetting_quality", "ForgettingQuality", "example_epsilons", "klom", "KLoMResult"]
+           "forgetting_quality", "ForgettingQuality", "example_epsilons", "klom", "KLoMResult",
+           "swap_advantage", "scaled_advantage", "Advantage", "ScaledAdvantage"]

@@ -63,6 +63,15 @@ def _area(fpr: np.ndarray, tpr: np.ndarray) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
 
 
+def roc_numbers(member_scores: Any, nonmember_scores: Any, fprs: tuple[float, ...] = LOW_FPRS
+                ) -> tuple[float, list[float]]:
+    """AUC and the TPR at each FPR in ``fprs`` from one ROC; a TPR is NaN where the non-members are too few to
+    resolve its FPR (fewer than 1 / FPR of them)."""
+    fpr, tpr, _ = roc_curve(member_scores, nonmember_scores)
+    n = np.asarray(nonmember_scores).size
+    return _area(fpr, tpr), [tpr_at_fpr(fpr, tpr, f) if f * n >= 1 - 1e-9 else float("nan") for f in fprs]
+
+
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     """The largest TPR among ROC points with FPR ≤ ``target`` (``fpr``, ``tpr`` as from :func:`roc_curve`)."""
     if not 0.0 <= target <= 1.0:
