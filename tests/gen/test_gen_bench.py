@@ -68,6 +68,11 @@ def test_tiny_diffusion_bench_runs_through_the_cli_to_rows_and_verdicts(tmp_path
         assert scores["n_samples"] == 30           # scoring.samples_per_class x 10 classes
         assert "attack_success" not in scores     # scoring.attack: false
     assert rows["gen_rl"]["tuned"]["best_args"]["lr"] == 1e-4
+    from expunge.ui.sources import Workspace     # the comparator lists the cells: UA and RA are the generator's
+    listed = {r["method"]: r for r in Workspace([out]).experiments()}
+    assert listed["gen_rl"]["views"] == ["samples"] and listed["gen_rl"]["has_model"]
+    assert listed["gen_rl"]["scores"]["ua"] == pytest.approx(rows["gen_rl"]["mean"]["unlearning_accuracy"])
+    assert listed["gen_rl"]["scores"]["ra"] == pytest.approx(rows["gen_rl"]["mean"]["retain_generation_accuracy"])
     (section,) = results["verdicts"]
     assert set(section["verdicts"]) == {"gen_rl", "esd"} and section["noise_floor"]["oracle_pairs"] == 1
     md = (out / "report.md").read_text()

@@ -136,12 +136,14 @@ def experiment_row(ws: Any, exp_id: str) -> dict[str, Any]:
 def experiments_payload(ws: Any) -> dict[str, Any]:
     """``/api/experiments``: the rows and the table's columns (the data layer's, then any other score the rows
     carry, such as a language model's truth ratio)."""
+    from ..report import GENERATION_COLUMNS, LANGUAGE_COLUMNS, REGRESSION_COLUMNS
     from .sources import COLUMNS
 
     rows = ws.experiments()
     known = {c["key"] for c in COLUMNS}
+    labels = {key: label for label, key in REGRESSION_COLUMNS + LANGUAGE_COLUMNS + GENERATION_COLUMNS}
     extra = sorted({k for r in rows for k in (r.get("scores") or {}) if k not in known})
-    columns = [dict(c) for c in COLUMNS] + [{"key": k, "label": k.replace("_", " ")} for k in extra]
+    columns = [dict(c) for c in COLUMNS] + [{"key": k, "label": labels.get(k, k.replace("_", " "))} for k in extra]
     return {"experiments": rows, "columns": columns}
 
 

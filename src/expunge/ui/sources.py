@@ -52,6 +52,7 @@ VIEWS = {"classification": ["classwise", "matrix", "cka", "projection", "attack"
          "regression": ["cka", "projection"], "language": ["facts"], "generation": ["samples"]}
 SCORE_KEYS = {"ua": "ua", "ra": "retain_acc", "ta": "test_acc", "mia": "mia_efficacy", "avg_gap": "avg_gap",
               "seconds": "seconds"}
+GENERATION_SCORE_KEYS = {"ua": "unlearning_accuracy", "ra": "retain_generation_accuracy"}
 COLUMNS = [{"key": "method", "label": "method"}, {"key": "args", "label": "arguments"},
            {"key": "scenario", "label": "scenario"}, {"key": "seed", "label": "seed"},
            {"key": "ua", "label": "UA"}, {"key": "ra", "label": "RA"}, {"key": "ta", "label": "TA"},
@@ -741,10 +742,15 @@ def _scores(metrics: dict[str, float], floor: float | None) -> dict[str, float |
     out = {k: _num(metrics.get(m)) for k, m in SCORE_KEYS.items()}
     out["noise_floor"] = _num(floor)
     if metrics:
+        task = task_of(metrics)
+        # a generator's unlearning accuracy and retained-class generation accuracy are its UA and RA columns
+        shown = dict(GENERATION_SCORE_KEYS) if task == "generation" else {}
+        for column, key in shown.items():
+            out[column] = _num(metrics.get(key))
         extra = {"language": LANGUAGE_COLUMNS, "generation": GENERATION_COLUMNS,
-                 "regression": REGRESSION_COLUMNS}.get(task_of(metrics), [])
+                 "regression": REGRESSION_COLUMNS}.get(task, [])
         for _, key in extra:
-            if key in metrics:
+            if key in metrics and key not in shown.values():
                 out[key] = _num(metrics[key])
     return out
 
