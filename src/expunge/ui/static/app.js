@@ -143,7 +143,7 @@
   };
 
   // ---------------------------------------------------------------------------------------------------------------
-  // small helpers
+  // small shared pieces
   E.esc = function (s) {
     return String(s === null || s === undefined ? "" : s).replace(/[&<>"']/g, function (c) {
       return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c];
