@@ -238,12 +238,17 @@ def run(config: Path = typer.Argument(..., help="Experiment YAML file."),
 
 @app.command()
 def audit(config: Path = typer.Argument(..., help="Experiment YAML file, with an optional audit: section "
-                                                  "(n_models, seed, swap)."),
+                                                  "(n_models, seed, swap, mode, top)."),
           overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. audit.n_models=16"),
           out: Path = typer.Option(Path("expunge-audit"), "--out", help="Directory for audit.md, audit.html, "
                                                                         "audit.json."),
           models: Optional[int] = typer.Option(None, "--models", help="K: models of each kind (originals, oracles, "
                                                                       "baseline oracles, unlearned); tier 2 from 64."),
+          mode: Optional[str] = typer.Option(None, "--mode", help="standard, or vulnerable: also select the top-v "
+                                                                  "vulnerable forget examples (LiRA) and play the "
+                                                                  "efficacy and privacy games on them."),
+          top: Optional[int] = typer.Option(None, "--top", help="Vulnerable forget examples to select (--mode "
+                                                                "vulnerable; default min(20, forget size))."),
           threads: Optional[int] = ThreadsOption,
           device: str = DeviceOption,
           store: Optional[Path] = StoreOption) -> None:
@@ -256,17 +261,19 @@ def audit(config: Path = typer.Argument(..., help="Experiment YAML file, with an
     from .audit.report import text_summary, write_audit_reports
     from .experiment import prepare
 
-    cfg, settings = load_audit_config(config, overrides or [], models=models)
+    cfg, settings = load_audit_config(config, overrides or [], models=models, mode=mode, top=top)
     k = settings.n_models
     prepared = prepare(cfg)
     request = dict(forget=prepared.forget, retain=prepared.retain, method=cfg.method, method_args=cfg.args,
-                   recipe=cfg.train.to_dict(), n_models=k, seed=settings.seed, swap=settings.swap)
+                   recipe=cfg.train.to_dict(), n_models=k, seed=settings.seed, swap=settings.swap,
+                   mode=settings.mode, top=settings.top)
     check_audit(prepared.template, prepared.train, prepared.test, **request)   # bad input: nothing recorded
     _writable_dir(out, "--out")
     _check_store(store)
     typer.echo(f"expunge audit {cfg.name}: method {cfg.method} {cfg.args or ''}; {k} originals, {2 * k} oracles "
                f"and {k} unlearned models", err=True)
-    params = {**cfg.to_dict(), "audit": {"n_models": k, "seed": settings.seed, "swap": settings.swap},
+    vulnerable = {"mode": settings.mode, "top": settings.top} if settings.mode == "vulnerable" else {}
+    params = {**cfg.to_dict(), "audit": {"n_models": k, "seed": settings.seed, "swap": settings.swap, **vulnerable},
               "out": str(out.resolve())}
     with RunStore(store) as db, db.run(cfg.name, "audit", params=params) as run_id:
         result = run_audit(prepared.template, prepared.train, prepared.test, **request)

@@ -41,6 +41,12 @@ Stronger evidence (classification):
   ``evidence_tier`` becomes the higher of the two tiers.
   The audit's tier-2 numbers describe the method's output distribution; its ``lira_*`` numbers describe the
   audit's own audited model and give way to this model's when ``oracles`` is also given.
+- ``evidence="iam"``: IAM (:mod:`expunge.audit.iam`; USENIX Security 2025), per-example unlearning completeness of
+  this model's forget examples against one shadow model trained on half of ``retain`` with the model's recorded
+  recipe (one training on half the retain set): ``iam_completeness_mean``, ``iam_incomplete_share``,
+  ``iam_n_measured``, ``iam_n_forget`` and, with ``test``, ``iam_test_completeness_mean`` and
+  ``iam_relative_completeness``. A cheap per-example check of the tier-1 kind, not of tier-1 strength (one shadow
+  model gives no calibrated false-positive rate): ``evidence_tier`` is not raised.
 """
 from __future__ import annotations
 
@@ -98,7 +104,8 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
 
     ``forgotten_classes`` defaults to the classes of a class-wise forget request made by ``split_forget``.
     ``oracles`` (an ensemble of oracles) adds the tier-1 LiRA numbers; ``evidence`` (an ``AuditResult``) merges an
-    audit's numbers and tier (see the module docstring). Returns a flat dict of floats.
+    audit's numbers and tier, ``evidence="iam"`` adds IAM's per-example completeness from one shadow model (see the
+    module docstring). Returns a flat dict of floats.
     ``device``: where the models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``; default: each where it
     is); a model elsewhere is copied there, the caller's models are not moved.
 
@@ -150,6 +157,14 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
     if world is not None or documents is not None or max_examples is not None:
         raise ValueError("world=, documents= and max_examples= apply to the language task; the data is "
                          f"{task} data")
+    if isinstance(evidence, str):
+        if evidence != "iam":
+            raise ValueError(f"evidence must be an expunge.audit.AuditResult or 'iam'; got {evidence!r}")
+        if task != "classification":
+            raise ValueError(f"evidence='iam' scores classifiers; the data is {task} data")
+        from .audit.iam import check_iam
+
+        check_iam(model, forget=forget, retain=retain)
     classes = _forgotten_classes(forget, forgotten_classes)
     scores = _scores(model, forget, retain, test, task, classes, seed)
     if reference is not None:
@@ -166,7 +181,11 @@ def evaluate(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Datase
             scores["w1_to_reference"] = _w1(predict(model, forget), predict(reference, forget), targets(forget))
     scores.update(time_scores(model, reference))
     scores["evidence_tier"] = 0.0
-    if evidence is not None:
+    if isinstance(evidence, str):
+        from .audit.iam import iam
+
+        scores.update(iam(model, forget=forget, retain=retain, test=test, seed=seed).summary())
+    elif evidence is not None:
         scores.update(_audit_evidence(evidence, forget, scores))
     if oracles is not None:
         tier1 = _tier1(model, oracles, forget, test, task)
@@ -268,7 +287,7 @@ def _audit_evidence(evidence: Any, forget: Dataset, scores: dict[str, float]) ->
     from .audit.result import AuditResult
 
     if not isinstance(evidence, AuditResult):
-        raise TypeError(f"evidence must be an expunge.audit.AuditResult; got {type(evidence).__name__}")
+        raise TypeError(f"evidence must be an expunge.audit.AuditResult or 'iam'; got {type(evidence).__name__}")
     mine = sorted(resolve(forget)[1].tolist())
     theirs = sorted(evidence.forget_base_index.tolist())
     if mine != theirs:

@@ -15,6 +15,7 @@ from ..evaluate import tier_statement
 from ..modelio import atomic_write
 from ..report import STYLE, format_table, png_data_uri, pyplot
 from .result import TIER1_REFERENCES, TIER2_MODELS, AuditResult
+from .vulnerable import TARGETS
 
 Table = tuple[str, list[str], list[list[str]]]
 Section = Table | str                    # a table, or a one-line note where a table could not be computed
@@ -159,8 +160,52 @@ def exposed_table(r: AuditResult, n: int = 10) -> Table:
             body)
 
 
+VULNERABLE_ROWS = (("efficacy", "accuracy", "unlearned vs retrained: U-LiRA accuracy"),
+                   ("efficacy", "auc", "unlearned vs retrained: U-LiRA AUC"),
+                   ("efficacy", "tpr_at_1pct", "unlearned vs retrained: U-LiRA TPR at 1% FPR"),
+                   ("privacy", "auc", "unlearned vs never trained: LiRA AUC"),
+                   ("privacy", "tpr_at_1pct", "unlearned vs never trained: LiRA TPR at 1% FPR"),
+                   ("privacy", "tpr_at_0_1pct", "unlearned vs never trained: LiRA TPR at 0.1% FPR"))
+VULNERABLE_NOTE = (
+    "Vulnerable-sample audit (RULI, USENIX Security 2025): the forget examples a LiRA attack separates best between "
+    "the originals and the baseline oracles, then two games on them and on the whole forget set: efficacy, "
+    "unlearned vs retrained (U-LiRA between the unlearned models and the oracles); privacy, unlearned vs never "
+    "trained (offline LiRA on the unlearned models, forget vs test examples; the oracles never saw a forget "
+    "example, so they are the never-trained models). Each game with K/2 models a side; baseline: the same game "
+    "with oracles in the unlearned models' place (median); band: 95% of the game over random splits of the oracles "
+    "and unlearned models pooled, where it falls when the unlearned models are in truth oracles. Above the band: "
+    "distinguishable from retraining on those examples.")
+
+
+def vulnerable_tables(r: AuditResult) -> list[Section]:
+    """The vulnerable-sample games beside the whole forget set, and the vulnerable examples (vulnerable mode)."""
+    v = r.vulnerable
+    if v is None:
+        return []
+    body = []
+    for name, key, label in VULNERABLE_ROWS:
+        for games, where in ((name, f"top {v.top}"), (f"{name}_population", "all forget")):
+            g = v.games[games]
+            body.append([f"{label}, {where}", _f(g.method[key]), _f(g.baseline[key]), _band(*g.band[key]),
+                         _f(TARGETS[key]), "–" if not math.isfinite(g.method[key]) else
+                         ("DISTINGUISHABLE" if g.exceeds(key) else "no")])
+    games = (f"Vulnerable-sample audit: the {v.top} most vulnerable forget examples against the whole forget set, "
+             f"{v.n_target} unlearned models and {v.n_target} oracles a side",
+             ["game", r.method, "oracles vs oracles (baseline)", "band (95%)", "target", "beyond the band"], body)
+    e = v.examples
+    rows = [[str(i + 1), str(e["index"][i]) if "index" in e else str(e["position"][i]),
+             str(e["label"][i]) if "label" in e else "–", _f(float(e["vulnerability"][i]), 2),
+             _f(float(e["phi_original"][i]), 2), _f(float(e["phi_oracle"][i]), 2), _f(float(e["phi_unlearned"][i]), 2)]
+            for i in range(len(e["position"]))]
+    examples = (f"The {v.top} vulnerable forget examples (LiRA separation of originals from oracles)",
+                ["rank", "index in train", "label", "vulnerability", "median φ original", "median φ oracle",
+                 "median φ unlearned"], rows)
+    return [VULNERABLE_NOTE, games, examples]
+
+
 def tables(r: AuditResult) -> list[Section]:
-    return [tier2_table(r), tier1_table(r), leakage_table(r), advantage_table(r), tier0_table(r), exposed_table(r)]
+    return [tier2_table(r), tier1_table(r), leakage_table(r), advantage_table(r), tier0_table(r), exposed_table(r),
+            *vulnerable_tables(r)]
 
 
 def text_table(table: Section) -> str:
@@ -175,7 +220,7 @@ def text_summary(r: AuditResult) -> str:
     examples and the one-line verdict, as the CLI prints them."""
     return "\n\n".join([tier_statement(r.tier), text_table(tier2_table(r)), text_table(tier1_table(r)),
                         text_table(leakage_table(r)), text_table(advantage_table(r)), text_table(exposed_table(r)),
-                        r.verdict()])
+                        *[text_table(t) for t in vulnerable_tables(r)], r.verdict()])
 
 
 def _md_table(table: Section) -> list[str]:

@@ -11,6 +11,7 @@ from .leakage import RetainLeakage
 from .swap import SwapResult
 from .tier1 import ReferenceAttack
 from .tier2 import CHALLENGE_VARIANTS, Tier2
+from .vulnerable import VulnerableAudit
 
 TIER2_MODELS = 64       # unlearned models and oracles each, for tier 2 (distributional tests per example)
 TIER1_REFERENCES = 16   # oracle reference models, for tier 1 (per-example attacks on one model)
@@ -42,7 +43,10 @@ class AuditResult:
     - ``examples``: per forget example (columns :data:`EXAMPLE_COLUMNS`: position in ``train``, label, challenge
       ε, KLoM, U-LiRA accuracy, median φ under the unlearned models and under the oracles);
     - ``accuracies``: mean accuracies (%) of the unlearned models, the oracles and the originals;
-    - ``seconds``: wall time of each stage.
+    - ``seconds``: wall time of each stage;
+    - ``vulnerable``: the vulnerable-sample audit (``mode="vulnerable"``; :mod:`.vulnerable`): the top-v forget
+      examples LiRA separates best and the efficacy and privacy games on them, beside the whole forget set and the
+      oracle-vs-oracle baseline; None in the standard mode.
     """
 
     tier: int
@@ -62,6 +66,7 @@ class AuditResult:
     forget_base_index: np.ndarray = field(repr=False)
     audited: str = "member 0 of the unlearned models"
     swap_note: str | None = None
+    vulnerable: VulnerableAudit | None = None
 
     def evidence(self) -> dict[str, float]:
         """The tier-1 and tier-2 numbers, the tier, model counts and timings (no tier-0 scores)."""
@@ -71,6 +76,8 @@ class AuditResult:
         out.update(self.leakage.summary())
         if self.advantage is not None:
             out.update(self.advantage.summary())
+        if self.vulnerable is not None:
+            out.update(self.vulnerable.summary())
         out.update(self.accuracies)
         out.update({f"{k}_seconds": v for k, v in self.seconds.items()})
         return out
@@ -108,6 +115,7 @@ class AuditResult:
             "retain_leakage": self.leakage.to_dict(),
             "advantage": self.advantage.to_dict() if self.advantage is not None else None,
             "swap_note": self.swap_note,
+            **({"vulnerable": self.vulnerable.to_dict()} if self.vulnerable is not None else {}),
             "klom": {s: r.per_example for s, r in t2.klom.items()},
             "klom_baseline": {s: r.per_example for s, r in t2.klom_baseline.items()},
             "ulira": {"per_example_accuracy": t2.ulira.per_example_accuracy, "roc_fpr": t2.ulira.attack.roc_fpr,

@@ -24,6 +24,7 @@ from .result import AuditResult, tier_for
 from .swap import SwapRequest, SwapResult, swap_note, swap_request, swap_scores
 from .tier1 import reference_attack
 from .tier2 import tier2
+from .vulnerable import check_mode, vulnerable_audit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,7 +36,7 @@ SWAP_STAGES = ("swap originals", "swap unlearn")
 def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset, retain: Dataset, method: str,
           method_args: dict[str, Any] | None = None, recipe: dict[str, Any], n_models: int = 64, seed: int = 0,
           original: nn.Module | None = None, device: Any = None, precision: str | None = None,
-          swap: bool = True) -> AuditResult:
+          swap: bool = True, mode: str = "standard", top: int | None = None) -> AuditResult:
     """Audit ``method`` on this forget request with ``n_models`` (K) models of each kind.
 
     Trains K originals on all of ``train`` (seeds ``seed`` … ``seed + K − 1``), K oracles on ``retain`` (the next
@@ -46,6 +47,10 @@ def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset
     unless ``swap`` is False (K fewer full trainings and K fewer runs of the method; no SWAP-test advantage) or
     ``test`` holds no example of the forget set's labels (the swap cannot be formed); either way the result's
     ``swap_note`` says so in one line.
+    ``mode="vulnerable"`` adds the vulnerable-sample audit (:mod:`.vulnerable`, RULI): the ``top`` forget
+    examples (default ``min(20, |forget|)``) that LiRA separates best between the originals and the baseline
+    oracles, and the efficacy and privacy games on them beside the whole forget set and the oracle-vs-oracle
+    baseline; no further model is trained.
     Then scores tier 2 (challenge ε and F in both variants, KLoM, U-LiRA, each beside its oracle-vs-oracle
     baseline), tier 1 (offline LiRA of the audited model with the K oracles as references, beside the baseline
     oracles as held-out targets), the retain leakage (:mod:`.leakage`), the SWAP-test advantage
@@ -56,7 +61,8 @@ def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset
     """
     args, index = check_audit(template, train, test, forget=forget, retain=retain, method=method,
                               method_args=method_args, recipe=recipe, n_models=n_models, seed=seed, original=original,
-                              swap=swap)
+                              swap=swap, mode=mode, top=top)
+    mode, top = check_mode(mode, top, len(forget), n_models)
     note = swap_note(forget, test, swap)
     if note is not None:
         log.info("audit: %s", note)
@@ -92,7 +98,7 @@ def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset
             model, audited = unlearned.member(0), "member 0 of the unlearned models"
         result = _score(model, {"unlearned": unlearned, "oracle": oracles, "baseline": baseline,
                                 "original": originals, "one_original": one_original},
-                        swapped, request, train, test, forget, retain, index, seed)
+                        swapped, request, train, test, forget, retain, index, seed, top)
         stage.end()
     seconds["wall"] = time.perf_counter() - start
     tier = tier_for(k)
@@ -103,20 +109,21 @@ def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset
 
 def check_audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset, retain: Dataset,
                 method: str, method_args: dict[str, Any] | None = None, recipe: dict[str, Any], n_models: int = 64,
-                seed: int = 0, original: nn.Module | None = None, swap: bool = True
-                ) -> tuple[dict[str, Any], np.ndarray]:
+                seed: int = 0, original: nn.Module | None = None, swap: bool = True, mode: str = "standard",
+                top: int | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """What :func:`audit` checks before training anything (ValueError/TypeError naming the bad input); returns the
     method's arguments and each forget example's position in ``train``."""
     if not isinstance(swap, bool):
         raise TypeError(f"swap must be True or False (play the SWAP test or not); got {swap!r}")
     args = _check(template, train, test, forget, retain, method, method_args, recipe, n_models, seed, original)
+    check_mode(mode, top, len(forget), n_models)
     index = _positions(train, forget, retain, test)
     return args, index
 
 
 def _score(model: nn.Module, ensembles: dict[str, E.Ensemble], swapped: dict[str, E.Ensemble], swap: SwapRequest | None,
-           train: Dataset, test: Dataset, forget: Dataset, retain: Dataset, index: np.ndarray, seed: int
-           ) -> dict[str, Any]:
+           train: Dataset, test: Dataset, forget: Dataset, retain: Dataset, index: np.ndarray, seed: int,
+           top: int | None = None) -> dict[str, Any]:
     splits = {"forget": forget, "retain": retain, "test": test}
     labels = {s: targets(d) for s, d in splits.items()}
     keep = torch.ones(len(labels["test"]), dtype=torch.bool)
@@ -150,13 +157,15 @@ def _score(model: nn.Module, ensembles: dict[str, E.Ensemble], swapped: dict[str
                 "klom": t2.klom["forget"].per_example, "ulira_accuracy": t2.ulira.per_example_accuracy,
                 "phi_unlearned": np.median(phi["unlearned"]["forget"], 0),
                 "phi_oracle": np.median(phi["oracle"]["forget"], 0)}
+    vulnerable = (vulnerable_audit(phi, top, seed=seed, index=index, labels=labels["forget"].numpy())
+                  if top is not None else None)
     accuracies = {f"{g}_{s}_acc": float(np.mean(a)) for g, by in acc.items() for s, a in by.items()}
     sizes = {"train": len(train), "forget": len(forget), "retain": len(retain), "test": len(test),
              "retain_sample": len(sample)}
     if swap is not None:
         sizes["swap_examples"] = len(swap.forget_positions)
     return {"tier2": t2, "tier1": t1, "leakage": leakage, "advantage": advantage, "scores": scores,
-            "examples": examples, "accuracies": accuracies, "sizes": sizes,
+            "examples": examples, "accuracies": accuracies, "sizes": sizes, "vulnerable": vulnerable,
             "forget_base_index": resolve(forget)[1].numpy()}
 
 
