@@ -114,7 +114,8 @@ def _prediction_band(values: np.ndarray) -> tuple[float, float]:
     return float(v[lo - 1]), float(v[hi - 1])
 
 
-def _quantiles(values: list[float]) -> tuple[float, float]:
+def band_quantiles(values: list[float]) -> tuple[float, float]:
+    """The central ``BAND`` share of the finite ``values`` (NaN, NaN when none is finite)."""
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     if len(v) == 0:
@@ -152,7 +153,7 @@ def retain_leakage(retain_phi: dict[str, np.ndarray], test_phi: dict[str, np.nda
     mean_single = {key: float(np.mean(single[key])) for key in NUMBERS}
     return RetainLeakage(
         unlearned=numbers["unlearned"], oracle=numbers["oracle"], baseline=numbers["baseline"],
-        difference=difference, band={key: _quantiles(draws[key]) for key in NUMBERS}, audited=audited,
+        difference=difference, band={key: band_quantiles(draws[key]) for key in NUMBERS}, audited=audited,
         audited_difference={key: audited[key] - mean_single[key] for key in NUMBERS},
         audited_band={key: _prediction_band(single[key] - mean_single[key]) for key in NUMBERS},
         n_members=r["oracle"].shape[1], n_nonmembers=t["oracle"].shape[1], n_models=k, permutations=permutations,

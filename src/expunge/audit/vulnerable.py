@@ -63,6 +63,7 @@ import numpy as np
 
 from ..metrics import lira
 from ..metrics.roc import roc_numbers
+from .leakage import BAND, band_quantiles
 from .tier1 import offline_scores
 from .tier2 import ULIRA_PER_EXAMPLE_VARIANCE_MIN, ulira
 
@@ -71,7 +72,6 @@ DEFAULT_TOP = 20
 MIN_MODELS = 4                 # the games need K/2 >= 2 unlearned models and oracles per side
 PERMUTATIONS = 200
 BASELINE_DRAWS = 50
-BAND = 0.95
 GAMES = {"efficacy": "unlearned vs retrained: U-LiRA between the unlearned models and the oracles",
          "privacy": "unlearned vs never trained: offline LiRA on the unlearned models, the forget examples against "
                     "the test examples, the oracles as the never-trained reference (they never saw a forget example)"}
@@ -253,7 +253,7 @@ def vulnerable_audit(phi: dict[str, dict[str, np.ndarray]], top: int, *, seed: i
             base = [play(name, o_f, o_t, s[:half], s[half:2 * half], cols) for s in oracle_only]
             games[name if examples == "vulnerable" else f"{name}_population"] = Game(
                 name, examples, method, {key: _median([d[key] for d in base]) for key in keys},
-                {key: _quantiles([d[key] for d in band]) for key in keys})
+                {key: band_quantiles([d[key] for d in band]) for key in keys})
     table = {"position": positions, "vulnerability": vul[positions],
              "phi_original": np.median(phi["original"]["forget"][:, positions], 0),
              "phi_oracle": np.median(o_f[:, positions], 0), "phi_unlearned": np.median(u_f[:, positions], 0)}
@@ -271,10 +271,3 @@ def _median(values: list[float]) -> float:
     return float(np.median(v)) if len(v) else float("nan")
 
 
-def _quantiles(values: list[float]) -> tuple[float, float]:
-    v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return float("nan"), float("nan")
-    tail = 100 * (1 - BAND) / 2
-    return float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))
