@@ -44,8 +44,8 @@ Stronger evidence (classification):
 - ``evidence="iam"``: IAM (:mod:`expunge.audit.iam`; USENIX Security 2025), per-example unlearning completeness of
   this model's forget examples against one shadow model trained on half of ``retain`` with the model's recorded
   recipe (one training on half the retain set): ``iam_completeness_mean``, ``iam_incomplete_share``,
-  ``iam_n_measured``, ``iam_n_forget`` and, with ``test``, ``iam_test_completeness_mean`` and
-  ``iam_relative_completeness``. A cheap per-example check of the tier-1 kind, not of tier-1 strength (one shadow
+  ``iam_n_measured``, ``iam_n_forget`` and, with ``test``, ``iam_test_completeness_mean``,
+  ``iam_test_incomplete_share`` and ``iam_relative_completeness``. A cheap per-example check of the tier-1 kind, not of tier-1 strength (one shadow
   model gives no calibrated false-positive rate): ``evidence_tier`` is not raised.
 """
 from __future__ import annotations

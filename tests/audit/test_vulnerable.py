@@ -107,6 +107,22 @@ def test_band_holds_its_level_for_oracles_called_unlearned():
     assert null_flags <= 1 and kept_flags == 5
 
 
+def test_a_method_that_keeps_its_originals_chance_fit_is_not_scored_on_highs_chosen_from_it():
+    """Originals drawn like oracles (nothing memorised) and unlearned models that are their originals (doing
+    nothing): the games score unlearned models whose originals the selection never saw, so the chance highs the
+    selection picks are not scored again and the efficacy game sits at chance (AUC 0.5; selecting on the scored
+    models' own originals gave about 0.57 here)."""
+    aucs = []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        mu_f, mu_t = rng.normal(0, 1, 200), rng.normal(0, 1, 200)
+        group = lambda: {"forget": rng.normal(0, 1, (16, 200)) + mu_f, "test": rng.normal(0, 1, (16, 200)) + mu_t}
+        originals = group()
+        phi = {"original": originals, "baseline": group(), "oracle": group(), "unlearned": originals}
+        aucs.append(vulnerable_audit(phi, 10, seed=seed, permutations=10).games["efficacy"].method["auc"])
+    assert np.mean(aucs) < 0.52
+
+
 def test_selection_ranks_by_separation():
     rng = np.random.default_rng(0)
     out = rng.normal(0, 1, (10, 30))

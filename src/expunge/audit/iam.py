@@ -160,7 +160,9 @@ class IamResult:
         if self.test_completeness is not None:
             t = self.test_completeness[~np.isnan(self.test_completeness)]
             out["iam_test_completeness_mean"] = float(t.mean()) if len(t) else nan
-            ratio = out["iam_completeness_mean"] / out["iam_test_completeness_mean"]
+            out["iam_test_incomplete_share"] = float((t < INCOMPLETE_BELOW).mean()) if len(t) else nan
+            test_mean = out["iam_test_completeness_mean"]
+            ratio = out["iam_completeness_mean"] / test_mean if test_mean > 0 else nan   # NaN > 0 is False
             out["iam_relative_completeness"] = float(min(1.0, ratio)) if math.isfinite(ratio) else nan
         return out
 

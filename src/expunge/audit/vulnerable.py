@@ -13,7 +13,8 @@ logit-scaled confidence φ under half of the originals (IN) and half of the base
 other halves; the halves then swap (two-fold cross-fitting, so no model is scored by Gaussians fitted on it). An
 example's vulnerability is the mean held-out score of the originals minus that of the baseline oracles: how far
 the attack's log likelihood ratio sets models trained with it apart from models trained without it. The ``top``
-(v) examples with the highest vulnerability are selected (ties: the earlier forget position).
+(v) examples with the highest vulnerability are selected (ties: the earlier forget position). Only the originals
+of the unlearned models the games do not score take part (see below).
 
 **Games** on the v selected examples, each beside the same game on the whole forget set (the population figure)
 and beside its oracle-vs-oracle baseline:
@@ -35,7 +36,9 @@ and beside its oracle-vs-oracle baseline:
 
 **Oracle-vs-oracle baseline and band.** The selection uses the originals and the baseline oracles, so the games
 use the K oracles only, which the selection never saw (otherwise the oracles' chance lows on the selected
-examples would make retraining itself look distinguishable). Each game is played at half size: the method's
+examples would make retraining itself look distinguishable); likewise the games score a seeded half of the
+unlearned models, and the selection uses only the other half's originals (unlearned model i comes from original
+i), so a method that keeps some of its original's chance fit is not scored on the examples chosen for it. Each game is played at half size: the method's
 figure with K/2 unlearned models (a seeded random half) against K/2 oracles (a seeded random half). Its
 **baseline** is the median of the same game with K/2 oracles in the unlearned models' place and K/2 other oracles
 as the reference (:data:`BASELINE_DRAWS` random splits of the oracles): what exact retraining scores. Its **band**
@@ -228,10 +231,14 @@ def vulnerable_audit(phi: dict[str, dict[str, np.ndarray]], top: int, *, seed: i
     if k < MIN_MODELS or u_f.shape[0] < k // 2:
         raise ValueError(f"the vulnerable mode needs >= {MIN_MODELS} oracles and K/2 unlearned models; got "
                          f"{k} and {u_f.shape[0]}")
-    positions, vul = select_vulnerable(phi["original"]["forget"], phi["baseline"]["forget"], top, seed=seed)
     half = k // 2
     rng = np.random.default_rng(seed)
     mine = np.sort(rng.permutation(u_f.shape[0])[:half])
+    # unlearned model i comes from original i: select on the originals whose unlearned models the games do not
+    # score, so that a method keeping some of its original's chance fit is not scored on the highs chosen from it
+    originals = np.asarray(phi["original"]["forget"], float)
+    unseen = np.setdiff1d(np.arange(originals.shape[0]), mine)
+    positions, vul = select_vulnerable(originals[unseen], phi["baseline"]["forget"], top, seed=seed)
     reference = rng.permutation(k)[:half]
     pool_f, pool_t = np.concatenate([o_f, u_f[mine]]), np.concatenate([o_t, u_t[mine]])
     pooled = [rng.permutation(k + half) for _ in range(permutations)]
