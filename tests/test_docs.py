@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 import expunge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,31 +171,19 @@ def test_readme_fashion_mnist_benchmark_table_is_the_committed_result():
     assert results["jobs"]["failed"] == 0
 
 
-def test_readme_gan_benchmark_table_is_the_committed_result():
+@pytest.mark.parametrize("name, methods, command", [
+    ("digits_diffusion", 7, "python benchmarks/readme_diffusion_table.py"),
+    ("digits_gan", 2, "python benchmarks/readme_diffusion_table.py digits_gan"),
+])
+def test_readme_generation_benchmark_tables_are_the_committed_results(name, methods, command):
     readme = (ROOT / "README.md").read_text()
-    results = _results("digits_gan")
+    results = _results(name)
     spec = importlib.util.spec_from_file_location("readme_diffusion_table",
                                                   ROOT / "benchmarks" / "readme_diffusion_table.py")
     tables = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tables)
     lines = tables.table(results)
-    assert len(lines) == 2 + 3 + 2          # header, rule, do nothing, noise floor, oracle, the 2 GAN methods
-    assert "\n".join(lines) in readme, "README's GAN table disagrees with digits_gan.json; " \
-        "rewrite it with python benchmarks/readme_diffusion_table.py digits_gan"
-    assert f"{results['jobs']['total']} jobs in {results['wall_seconds']:.0f} s" in readme
-    assert results["jobs"]["failed"] == 0
-
-
-def test_readme_diffusion_benchmark_table_is_the_committed_result():
-    readme = (ROOT / "README.md").read_text()
-    results = _results("digits_diffusion")
-    spec = importlib.util.spec_from_file_location("readme_diffusion_table",
-                                                  ROOT / "benchmarks" / "readme_diffusion_table.py")
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
-    lines = tables.table(results)
-    assert len(lines) == 2 + 3 + 7          # header, rule, do nothing, noise floor, oracle, the 7 diffusion methods
-    assert "\n".join(lines) in readme, "README's diffusion table disagrees with digits_diffusion.json; " \
-        "rewrite it with python benchmarks/readme_diffusion_table.py"
+    assert len(lines) == 2 + 3 + methods     # header, rule, do nothing, noise floor, oracle, the methods
+    assert "\n".join(lines) in readme, f"README's table disagrees with {name}.json; rewrite it with {command}"
     assert f"{results['jobs']['total']} jobs in {results['wall_seconds']:.0f} s" in readme
     assert results["jobs"]["failed"] == 0

@@ -62,26 +62,39 @@ def ulira(unlearned_phi: np.ndarray, oracle_phi: np.ndarray, *, seed: int = 0) -
     if u.ndim != 2 or o.ndim != 2 or u.shape[1] != o.shape[1] or min(u.shape[0], o.shape[0]) < 2:
         raise ValueError(f"U-LiRA needs [models, examples] scores with >= 2 unlearned and >= 2 oracle models; got "
                          f"{u.shape} and {o.shape}")
-    rng = np.random.default_rng(seed)
-    halves_u = np.array_split(rng.permutation(u.shape[0]), 2)
-    halves_o = np.array_split(rng.permutation(o.shape[0]), 2)
-    scores, is_unlearned = [], []
-    for fit, held in ((0, 1), (1, 0)):
-        fu, fo = halves_u[fit], halves_o[fit]
-        shadow = np.concatenate([u[fu], o[fo]])
-        shadow_in = np.zeros(shadow.shape, bool)
-        shadow_in[:len(fu)] = True
-        fixed = min(len(fu), len(fo)) < ULIRA_PER_EXAMPLE_VARIANCE_MIN
-        target = np.concatenate([u[halves_u[held]], o[halves_o[held]]])
-        scores.append(lira(target, shadow, shadow_in, online=True, fix_variance=fixed))
-        is_unlearned.append(np.repeat([True, False], [len(halves_u[held]), len(halves_o[held])]))
+    folds = cross_fitted_lira(u, o, seed=seed)
+    scores = [np.concatenate([s_u, s_o]) for s_u, s_o in folds]
+    is_unlearned = [np.repeat([True, False], [len(s_u), len(s_o)]) for s_u, s_o in folds]
+    smallest = min(min(len(s_u), len(s_o)) for s_u, s_o in folds)
     s = np.concatenate(scores)                                    # [K_U + K_R, S], each model scored once
     member = np.concatenate(is_unlearned)
     correct = (s > 0) == member[:, None]
     per_example = 0.5 * (correct[member].mean(0) + correct[~member].mean(0))
     attack = AttackResult.from_scores("ulira", s.ravel(), np.broadcast_to(member[:, None], s.shape).ravel(),
-                                      n_reference=2 * min(map(len, halves_u + halves_o)))
-    return ULiRAResult(attack, float(per_example.mean()), per_example, min(map(len, halves_u + halves_o)))
+                                      n_reference=2 * smallest)
+    return ULiRAResult(attack, float(per_example.mean()), per_example, smallest)
+
+
+def cross_fitted_lira(a: np.ndarray, b: np.ndarray, *, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Two-fold cross-fitted online LiRA of group ``a`` (IN) against group ``b`` (OUT), φ ``[K, S]`` each: both
+    groups are split in seeded halves; per fold, Gaussians fitted on one half of each group score the other halves
+    (so no model is scored by Gaussians fitted on it; a variance pooled over examples below
+    ``ULIRA_PER_EXAMPLE_VARIANCE_MIN`` models a side). One ``(scores of a's held-out models, scores of b's
+    held-out models)`` pair per fold, each model scored once over the two folds."""
+    rng = np.random.default_rng(seed)
+    halves_a = np.array_split(rng.permutation(a.shape[0]), 2)
+    halves_b = np.array_split(rng.permutation(b.shape[0]), 2)
+    folds = []
+    for fit, held in ((0, 1), (1, 0)):
+        fa, fb = halves_a[fit], halves_b[fit]
+        shadow = np.concatenate([a[fa], b[fb]])
+        shadow_in = np.zeros(shadow.shape, bool)
+        shadow_in[:len(fa)] = True
+        fixed = min(len(fa), len(fb)) < ULIRA_PER_EXAMPLE_VARIANCE_MIN
+        target = np.concatenate([a[halves_a[held]], b[halves_b[held]]])
+        z = lira(target, shadow, shadow_in, online=True, fix_variance=fixed)
+        folds.append((z[:len(halves_a[held])], z[len(halves_a[held]):]))
+    return folds
 
 
 @dataclass

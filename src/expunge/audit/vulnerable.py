@@ -68,7 +68,7 @@ from ..metrics import lira
 from ..metrics.roc import roc_numbers
 from .leakage import BAND, band_quantiles
 from .tier1 import offline_scores
-from .tier2 import ULIRA_PER_EXAMPLE_VARIANCE_MIN, ulira
+from .tier2 import cross_fitted_lira, ulira
 
 MODES = ("standard", "vulnerable")
 DEFAULT_TOP = 20
@@ -111,19 +111,8 @@ def vulnerability(in_phi: np.ndarray, out_phi: np.ndarray, *, seed: int = 0) -> 
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(a.shape[0], b.shape[0]) < 2:
         raise ValueError(f"vulnerability needs [models, examples] φ with >= 2 IN and >= 2 OUT models over the same "
                          f"examples; got {a.shape} and {b.shape}")
-    rng = np.random.default_rng(seed)
-    halves_in = np.array_split(rng.permutation(a.shape[0]), 2)
-    halves_out = np.array_split(rng.permutation(b.shape[0]), 2)
-    total = np.zeros(a.shape[1])
-    for fit, held in ((0, 1), (1, 0)):
-        shadow = np.concatenate([a[halves_in[fit]], b[halves_out[fit]]])
-        is_in = np.zeros(shadow.shape, bool)
-        is_in[:len(halves_in[fit])] = True
-        fixed = min(len(halves_in[fit]), len(halves_out[fit])) < ULIRA_PER_EXAMPLE_VARIANCE_MIN
-        s_in = lira(a[halves_in[held]], shadow, is_in, online=True, fix_variance=fixed)
-        s_out = lira(b[halves_out[held]], shadow, is_in, online=True, fix_variance=fixed)
-        total += s_in.mean(0) - s_out.mean(0)
-    return total / 2
+    folds = cross_fitted_lira(a, b, seed=seed)
+    return sum(s_in.mean(0) - s_out.mean(0) for s_in, s_out in folds) / 2
 
 
 def select_vulnerable(in_phi: np.ndarray, out_phi: np.ndarray, top: int, *, seed: int = 0
