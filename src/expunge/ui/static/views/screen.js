@@ -306,10 +306,19 @@
     var labelled = points.length <= 16 ? points : front.concat(points.filter(function (p) {
       return (p.row.id === E.state.a || p.row.id === E.state.b) && front.indexOf(p) < 0;
     }));
+    // tick labels that read as seconds (0.2, 0.5, 1, 2, ...), not Plotly's bare minor digits
+    var ticks = [], steps = xr[1] - xr[0] > 3 ? [1] : [1, 2, 5];
+    for (var e = Math.floor(xr[0]); e <= Math.ceil(xr[1]); e++) {
+      steps.forEach(function (m) {
+        var v = m * Math.pow(10, e);
+        if (Math.log10(v) >= xr[0] && Math.log10(v) <= xr[1]) ticks.push([v, String(Number(v.toPrecision(1)))]);
+      });
+    }
     var height = 400;
     var layout = {height: height, showlegend: true,
                   xaxis: {type: "log", title: {text: "seconds (log scale)"}, range: xr, gridcolor: "#eef0f3",
-                          dtick: xr[1] - xr[0] > 3 ? 1 : "D2"},
+                          tickvals: ticks.map(function (t) { return t[0]; }),
+                          ticktext: ticks.map(function (t) { return t[1]; })},
                   yaxis: {title: {text: "Avg. Gap (lower is closer to the oracle)"}, range: yr, gridcolor: "#eef0f3",
                           zeroline: false},
                   legend: {orientation: "h", y: 1.14, x: 0, font: {size: 11}}};
