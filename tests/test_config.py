@@ -83,3 +83,15 @@ def test_run_names_cannot_leave_the_output_folder(name):
     with pytest.raises(ConfigError, match="config error at name"):
         parse_config({**BASE, "name": name})
     assert parse_config({**BASE, "name": "digits run 1.v2"}).name == "digits run 1.v2"
+
+
+def test_scoring_evidence_iam_is_taken_for_classifiers_and_refused_elsewhere():
+    assert parse_config({**BASE, "scoring": {"evidence": "iam"}}).scoring == {"evidence": "iam"}
+    with pytest.raises(ConfigError, match=r"config error at scoring.evidence: expected iam \(IAM: .*got 'lira'"):
+        parse_config({**BASE, "scoring": {"evidence": "lira"}})
+    text = {"data": {"name": "authors"}, "forget": {"group_fraction": 0.05}, "method": "npo"}
+    with pytest.raises(ConfigError, match="at scoring: evidence applies to classification data; this is language"):
+        parse_config({**text, "scoring": {"evidence": "iam"}})
+    images = {"data": {"name": "digits", "generation": True}, "forget": {"classes": [3]}, "method": "retrain"}
+    with pytest.raises(ConfigError, match="at scoring: evidence applies to classification data; this is generation"):
+        parse_config({**images, "scoring": {"evidence": "iam"}})

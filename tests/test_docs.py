@@ -85,6 +85,40 @@ def test_readme_audit_table_is_the_committed_result():
     assert data["meta"]["config"] == "examples/digits_audit.yaml" and data["method"] == "finetune"
 
 
+def test_readme_task_audit_table_is_the_committed_results():
+    readme = (ROOT / "README.md").read_text()
+    lm, gan = _results("authors_audit"), _results("digits_gan_audit")
+    a, g = lm["summary"], gan["summary"]
+    f = lambda s, key, digits: f"{s[key]:.{digits}f}"
+    pair = lambda s, x, y: f"{f(s, x, 3)} / {f(s, y, 3)}"
+    expected = [
+        f"| challenge F | {f(a, 'challenge_forget_quality', 3)} | {f(a, 'challenge_baseline_forget_quality', 3)} | "
+        f"{f(g, 'challenge_forget_quality', 3)} | {f(g, 'challenge_baseline_forget_quality', 3)} |",
+        f"| U-LiRA accuracy / AUC | {pair(a, 'ulira_accuracy', 'ulira_auc')} | "
+        f"{pair(a, 'ulira_baseline_accuracy', 'ulira_baseline_auc')} | {pair(g, 'ulira_accuracy', 'ulira_auc')} | "
+        f"{pair(g, 'ulira_baseline_accuracy', 'ulira_baseline_auc')} |",
+        f"| LiRA AUC of the audited model (target: held-out oracle) | {f(a, 'lira_auc', 3)} | "
+        f"{f(a, 'lira_oracle_auc', 3)} | {f(g, 'lira_auc', 3)} | {f(g, 'lira_oracle_auc', 3)} |",
+        f"| SWAP advantage scaled (0 = retraining, 1 = kept the data) | {f(a, 'swap_advantage_scaled', 2)} "
+        f"({f(a, 'swap_advantage_scaled_ci_low', 2)} to {f(a, 'swap_advantage_scaled_ci_high', 2)}) | – | – | – "
+        f"|",
+        f"{lm['meta']['wall seconds']:.0f} s on one core", f"{gan['meta']['wall seconds']:.0f} s;",
+        f"falls to {f(a, 'unlearned_forget_acc', 1)}% against the oracles' {f(a, 'oracle_forget_acc', 1)}% (the "
+        f"originals' {f(a, 'original_forget_acc', 1)}%)",
+        f"accuracy to {f(a, 'unlearned_retain_acc', 1)}% against {f(a, 'oracle_retain_acc', 1)}%",
+        f"the oracles' AUC is {f(a, 'retain_leakage_oracle_auc', 3)}",
+        f"(unlearning accuracy {f(g, 'unlearning_accuracy', 1)}% against the oracle's "
+        f"{f(g, 'reference_unlearning_accuracy', 1)}%)",
+        f"SWAP advantage is {f(g, 'swap_advantage_original', 3)}",
+        f"the U-LiRA baseline of {f(g, 'ulira_baseline_auc', 3)}",
+    ]
+    for text in expected:
+        assert text in readme, f"README's language/generation audit numbers disagree with the committed results: {text}"
+    assert lm["meta"]["config"] == "examples/authors_audit.yaml" and lm["method"] == "npo" and lm["task"] == "language"
+    assert gan["meta"]["config"] == "examples/digits_gan_audit.yaml" and gan["task"] == "generation"
+    assert lm["n_models"] == gan["n_models"] == 16 and "swap_advantage_scaled" not in g
+
+
 def test_readme_measured_table_is_the_committed_results():
     readme = (ROOT / "README.md").read_text()
     sci = lambda x, digits: f"{x:.{digits}e}".replace("e-0", "e-")
@@ -187,3 +221,29 @@ def test_readme_generation_benchmark_tables_are_the_committed_results(name, meth
     assert "\n".join(lines) in readme, f"README's table disagrees with {name}.json; rewrite it with {command}"
     assert f"{results['jobs']['total']} jobs in {results['wall_seconds']:.0f} s" in readme
     assert results["jobs"]["failed"] == 0
+
+
+def test_readme_evidence_tables_are_the_committed_results():
+    """The meta-evaluation's tables (benchmarks/evidence.py --table) as README shows them, and what they rest on:
+    the four methods, retraining with no arguments (exact retraining), several repetitions, both datasets."""
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    spec = importlib.util.spec_from_file_location("benchmarks_evidence", ROOT / "benchmarks" / "evidence.py")
+    evidence = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = evidence
+    spec.loader.exec_module(evidence)
+    flat = " ".join(readme.split())
+    for name, label in (("digits", "digits"), ("fashion", "Fashion-MNIST")):
+        results = _results(f"evidence_{name}")
+        assert list(results["methods"]) == list(evidence.METHODS) and results["methods"]["retrain"] is None
+        assert results["repetitions"] >= 2 and len(results["rows"]) == results["repetitions"]
+        assert set(results["scores"]) == {s.key for s in evidence.SCORES}
+        assert f"python benchmarks/evidence.py {name} --models {results['n_models']} --repeats " \
+               f"{results['repetitions']}" in flat                               # the command, however wrapped
+        assert f"{results['sharing']['separate_over_shared']:.1f} ({label})" in flat    # the measured saving
+    minutes = [_results(f"evidence_{name}")["seconds"] / 60 for name in ("digits", "fashion")]
+    assert f"in {minutes[0]:.0f} and {minutes[1]:.0f} minutes" in flat
+    lines = evidence.tables()
+    assert "\n".join(lines) in readme, "README's meta-evaluation tables disagree with benchmarks/results/" \
+        "evidence_*.json; rewrite them with python benchmarks/evidence.py --table"

@@ -83,3 +83,22 @@ def test_reports_state_sizes_floor_and_verdicts(tmp_path):
     assert data["noise_floor"]["avg_gap"] == pytest.approx(data["mean"][FLOOR]["avg_gap"])
     assert format_sizes([{"forget": 30, "retain": 270}, {"forget": 31, "retain": 269}]) == \
         "forget set: 30–31 of 300 training examples (10.2%); retain 269–270"
+
+
+def test_iam_columns_and_note_appear_only_for_rows_scored_with_iam():
+    iam = lambda mean, rel: {"iam_completeness_mean": mean, "iam_relative_completeness": rel,
+                             "iam_incomplete_share": 1 - mean, "iam_n_measured": 40.0, "iam_n_forget": 144.0}
+    plain = aggregate([comparison(close=scored(forget_acc=91.0, mia_efficacy=21.0))])
+    assert "IAM" not in " ".join(table_rows(plain)[0]) and "IAM" not in text_table(plain)
+    with_iam = Comparison("s", {**scored(forget_acc=100.0, mia_efficacy=5.0), **iam(0.36, 0.68)},
+                          {**ORACLE_SCORES, **iam(0.49, 0.94)},
+                          [MethodResult("close", {**scored(forget_acc=91.0, mia_efficacy=21.0), **iam(0.47, 0.9)})])
+    rows = aggregate([with_iam])
+    header, body = table_rows(rows, tier=True)
+    assert header[-5:] == ["IAM", "IAM rel.", "IAM incompl.", "tier", "verdict"]
+    by_name = {r[0].split(" (")[0]: r for r in body}
+    assert by_name["original"][header.index("IAM rel.")] == "0.68"
+    assert by_name["oracle"][header.index("IAM")] == "0.49" and by_name["close"][header.index("IAM incompl.")] == "0.53"
+    text = text_table(rows)
+    assert "IAM (Wang et al., USENIX Security 2025; scoring: {evidence: iam})" in text
+    assert "Measured on 40 of 144 forget examples" in text

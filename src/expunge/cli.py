@@ -252,7 +252,8 @@ def audit(config: Path = typer.Argument(..., help="Experiment YAML file, with an
           threads: Optional[int] = ThreadsOption,
           device: str = DeviceOption,
           store: Optional[Path] = StoreOption) -> None:
-    """Audit a method on a forget request with K unlearned models against K oracles (evidence tiers 0-2)."""
+    """Audit a method on a forget request with K unlearned models against K oracles (evidence tiers 0-2); classifiers,
+    language models and image generators."""
     _use_threads(threads)
     _use_device(device)
     from .audit import audit as run_audit
@@ -266,7 +267,8 @@ def audit(config: Path = typer.Argument(..., help="Experiment YAML file, with an
     prepared = prepare(cfg)
     request = dict(forget=prepared.forget, retain=prepared.retain, method=cfg.method, method_args=cfg.args,
                    recipe=cfg.train.to_dict(), n_models=k, seed=settings.seed, swap=settings.swap,
-                   mode=settings.mode, top=settings.top)
+                   mode=settings.mode, top=settings.top,
+                   scoring={**prepared.scoring, **cfg.scoring} or None)   # language and generation: tier 0's extras
     check_audit(prepared.template, prepared.train, prepared.test, **request)   # bad input: nothing recorded
     _writable_dir(out, "--out")
     _check_store(store)

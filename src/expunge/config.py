@@ -12,6 +12,7 @@ forget: {fraction: 0.1}                      # or {classes: [3]} / {indices: [1,
 method: finetune
 args: {epochs: 5, lr: 0.01}                  # the method's arguments; or auto: a quick tuning (expunge.tuning)
 tuning: {trials: 8}                          # optional, with args: auto: its budget
+scoring: {evidence: iam}                     # optional: IAM of every row from one shadow model (classifiers)
 ```
 
 Language models (task ``language``): ``data: {name: authors, args: {n_authors: 200}}`` (the fictitious-authors
@@ -270,14 +271,17 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> Experime
 
 DEFAULT_MODELS = {"language": "llama", "generation": "unet"}   # the model a config without one gets
 SCORING_KEYS = {"max_examples": "language", "samples_per_class": "generation",
-                "attack": "generation"}   # and the task each applies to
+                "attack": "generation", "evidence": "classification"}   # and the task each applies to
+SCORING_EVIDENCE = ("iam",)
 
 
 def parse_scoring(value: Any, task: str | None) -> dict[str, Any]:
     """The ``scoring`` section: extra arguments of ``expunge.evaluate`` for every score: ``max_examples`` (language
     models: score at most this many rows of each set, a seeded sample), ``samples_per_class`` (image generators:
-    images drawn per class, at least 2) or ``attack`` (image generators: ``false`` skips the embedding-space
-    attack, ``attack_success``)."""
+    images drawn per class, at least 2), ``attack`` (image generators: ``false`` skips the embedding-space
+    attack, ``attack_success``) or ``evidence: iam`` (classifiers: IAM's per-example completeness of every row
+    from one shadow model, :mod:`expunge.audit.iam`). ``task`` None: classification or regression, decided once
+    the data is read (``evidence`` is checked against it then, by ``expunge.experiment.check_experiment``)."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -285,9 +289,14 @@ def parse_scoring(value: Any, task: str | None) -> dict[str, Any]:
     for key, v in value.items():
         if key not in SCORING_KEYS:
             raise ConfigError(f"scoring.{key}", f"unknown key; allowed: {', '.join(SCORING_KEYS)}")
-        if task != SCORING_KEYS[key]:
+        if task != SCORING_KEYS[key] and not (task is None and SCORING_KEYS[key] == "classification"):
             raise ConfigError("scoring", f"{key} applies to {SCORING_KEYS[key]} data; this is "
                                          f"{task or 'classification or regression'} data")
+        if key == "evidence":
+            if v not in SCORING_EVIDENCE:
+                raise ConfigError(f"scoring.{key}", f"expected {' or '.join(SCORING_EVIDENCE)} (IAM: per-example "
+                                                    f"completeness from one shadow model); got {v!r}")
+            continue
         if key == "attack":
             if not isinstance(v, bool):
                 raise ConfigError(f"scoring.{key}", f"expected true or false; got {v!r}")

@@ -34,9 +34,10 @@ MAX_SEEDS = 100
 
 
 def classification_methods() -> list[str]:
-    """Every registered method that unlearns an ordinary classifier (the oracle itself excluded)."""
+    """Every registered method that unlearns an ordinary classifier (the oracle itself and methods that forget
+    nothing, such as the do-nothing ``identity``, excluded: the report's "do nothing" row is the original)."""
     return [n for n, cls in registered().items() if n != "retrain" and "classification" in cls.tasks
-            and not cls.needs_special_original]
+            and not cls.needs_special_original and cls.forgets]
 
 
 def choose_methods(spec: str | Sequence[str] | None) -> list[str]:

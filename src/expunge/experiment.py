@@ -308,6 +308,13 @@ def check_experiment(cfg: ExperimentConfig, prepared: Prepared) -> None:
     api.check_outputs(prepared.template, prepared.train)
     check_tokenizer(prepared.template, prepared.train)
     check_request(prepared.template, prepared.forget, prepared.retain, cls(**cfg.args))
+    if cfg.scoring.get("evidence") == "iam":
+        from .audit.iam import check_iam_request
+
+        try:
+            check_iam_request(prepared.forget, prepared.retain)
+        except ValueError as e:
+            raise ValueError(f"scoring.evidence iam: {e}") from None
 
 
 def check_tokenizer(model: nn.Module, train: Dataset) -> None:
@@ -331,14 +338,33 @@ def compare_methods(prepared: Prepared, methods: dict[str, dict[str, Any]], *, r
     A method that diverges or fails is reported with its error and no scores; the others still run. With
     ``noise_floor`` a second oracle (seed + :data:`FLOOR_SEED_OFFSET`) is scored against the first
     (``Comparison.floor``): the gap of exact retraining to itself, which ``expunge.verdict`` reads gaps against.
-    ``scoring``: extra ``evaluate`` arguments for every score (a config's ``scoring`` section).
+    ``scoring``: extra ``evaluate`` arguments for every score (a config's ``scoring`` section); with ``evidence:
+    "iam"`` one IAM shadow model is trained from the original (after the oracle) and every row, the original's,
+    the oracle's, the noise floor's and each method's, is scored against it (:mod:`expunge.audit.iam`).
     """
     p = prepared
+    scoring = dict(scoring or {})
+    evidence = scoring.pop("evidence", None)
     if original is None:
         original = api.train(p.template, p.train, seed=seed, **recipe)
     oracle = api.unlearn(original, forget=p.forget, retain=p.retain, method="retrain", seed=seed)
-    score = lambda m, ref=oracle: evaluate(m, forget=p.forget, retain=p.retain, test=p.test, reference=ref,
-                                           seed=seed, **p.scoring, **(scoring or {}))
+    shadow = None
+    if evidence == "iam":
+        from .audit.iam import train_shadow
+
+        shadow = train_shadow(original, forget=p.forget, retain=p.retain, seed=seed)
+    elif evidence is not None:
+        raise ValueError(f"scoring evidence must be 'iam'; got {evidence!r}")
+
+    def score(m: nn.Module, ref: nn.Module | None = oracle) -> dict[str, float]:
+        scores = evaluate(m, forget=p.forget, retain=p.retain, test=p.test, reference=ref, seed=seed, **p.scoring,
+                          **scoring)
+        if shadow is not None:
+            from .audit.iam import iam
+
+            scores.update(iam(m, forget=p.forget, retain=p.retain, test=p.test, shadow=shadow).summary())
+        return scores
+
     original_scores = score(original)
     original_scores.pop("rte", None)   # the original's training time is not an unlearning cost
     comp = Comparison(scenario, original_scores, score(oracle, None),
@@ -420,7 +446,7 @@ def _quick_tuned(cfg: ExperimentConfig, p: Prepared, tset, say: Callable[[str], 
             "running with them")
         return dict(cfg.args), original
     start = time.perf_counter()
-    scoring = {**p.scoring, **cfg.scoring}
+    scoring = {k: v for k, v in {**p.scoring, **cfg.scoring}.items() if k != "evidence"}   # trials need no IAM
     train_oracle(original, tset, test=p.test, seed=cfg.seed, scoring=scoring)
     est = estimate_seconds([cfg.method], tset, cfg.tune_trials, cfg.args)
     say(f"quick tuning of {cfg.method}: {cfg.tune_trials} trial(s) against the oracle of another forget set "

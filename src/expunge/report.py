@@ -12,7 +12,9 @@ tier-0 report says that it cannot show indistinguishability from retraining. Lan
 retain answer probability and ROUGE-L, PrivLeak, Avg. Gap, its multiple of the floor, RTE and seconds; image
 generators' rows (:func:`expunge.gen.evaluate.evaluate_generation`) theirs: unlearning accuracy, retained-class
 generation accuracy, Fréchet distances, membership AUC, attack success, Avg. Gap, its multiple of the floor, RTE
-and seconds. ``extra_md``/``extra_html`` append sections such as sample grids (:mod:`expunge.gen.report`).
+and seconds. Rows scored with ``scoring: {evidence: iam}`` add IAM's columns (:data:`IAM_COLUMNS`: forget
+completeness, relative completeness, incomplete share; :mod:`expunge.audit.iam`) and a note saying what they mean.
+``extra_md``/``extra_html`` append sections such as sample grids (:mod:`expunge.gen.report`).
 """
 from __future__ import annotations
 
@@ -44,6 +46,16 @@ GENERATION_COLUMNS = [("UA", "unlearning_accuracy"), ("retain gen acc", "retain_
                       ("Frechet retain", "frechet_retain"), ("Frechet to oracle", "frechet_to_reference"),
                       ("MIA AUC", "mia_auc"), ("attack %", "attack_success"), ("Avg.Gap", "avg_gap"),
                       ("x floor", "floors"), ("RTE %", "rte"), ("seconds", "seconds")]
+IAM_COLUMNS = [("IAM", "iam_completeness_mean"), ("IAM rel.", "iam_relative_completeness"),
+               ("IAM incompl.", "iam_incomplete_share")]   # with scoring: {evidence: iam} (expunge.audit.iam)
+IAM_NOTE = ("IAM (Wang et al., USENIX Security 2025; scoring: {evidence: iam}): every row scored against one shadow "
+            "model, trained with the original's recipe on half the retain set; IAM = mean per-example completeness "
+            "of the forget examples (1 = looks unseen, 0 = looks as fitted as the shadow's own training data); IAM "
+            "rel. = that mean over the same mean for test examples, capped at 1; IAM incompl. "
+            "= share of the forget examples with completeness below 0.5. A per-example check of the tier-1 kind "
+            "without tier-1 strength (one shadow, no calibrated false-positive rate): the tier is unchanged. The "
+            "target is the oracle's row, not 1 (an oracle's IAM rel. was 0.94 on the digits example, 0.4 to 0.6 "
+            "on 300 digits).")
 FRACTION_KEYS = {"mia_auc", "model_utility", "forget_prob", "retain_prob", "forget_rouge",
                  "retain_rouge"}   # 3 decimals
 TIER_COLUMN = ("tier", "evidence_tier")
@@ -71,7 +83,14 @@ def columns_for(rows: Rows, *, tier: bool = False) -> list[tuple[str, str]]:
     verdict is always the last column."""
     cols = {"regression": REGRESSION_COLUMNS, "language": LANGUAGE_COLUMNS,
             "generation": GENERATION_COLUMNS}.get(rows_task(rows), COLUMNS)
+    if has_iam(rows):
+        cols = cols + IAM_COLUMNS
     return cols + ([TIER_COLUMN] if tier else []) + [VERDICT_COLUMN]
+
+
+def has_iam(rows: Rows) -> bool:
+    """Whether any row carries IAM's numbers (a run or bench with ``scoring: {evidence: iam}``)."""
+    return any("iam_completeness_mean" in s for runs in rows.values() for s in runs)
 
 
 def rows_task(rows: Rows) -> str:
@@ -213,6 +232,11 @@ def notes(rows: Rows) -> list[str]:
                    + ("" if floor.measured else " (not measured: one oracle; the minimum floor is used)"))
     if any(s.get("mia_unstable") or s.get("avg_gap_without_mia") for runs in rows.values() for s in runs):
         out.append(MARKS)
+    if has_iam(rows):
+        counted = means([s for runs in rows.values() for s in runs if "iam_n_measured" in s])
+        out.append(IAM_NOTE + f" Measured on {counted['iam_n_measured']:.0f} of {counted['iam_n_forget']:.0f} "
+                   "forget examples (mean over seeds); the others the shadow already predicts as confidently as it "
+                   "fits its own training data, so no score can place them.")
     out += [f"{name}: {v.text}" for name, v in verdicts(rows).items()]
     return out
 

@@ -36,6 +36,7 @@ CASES: dict[str, dict] = {
     "influence": {"alpha": 1.0, "damping": 0.03},
     "fisher": {"alpha": 1e-6},   # the authors' default; on classwise_task (TASK_OVERRIDES)
     "laf": {},
+    "identity": {},     # forgets nothing by design (forgets = False): the do-nothing baseline of audits
 }
 
 # how close to the oracle the forget accuracy must end up, as a fraction of the original-to-oracle distance
@@ -88,6 +89,7 @@ def test_returns_new_model_and_leaves_caller_untouched(request, name):
 # methods whose result does not depend on the seed at these arguments, and why
 SEED_FREE = {
     "influence": "one Newton step over every retain example; the seed only draws max_samples of them",
+    "identity": "returns the original's weights unchanged",
 }
 
 

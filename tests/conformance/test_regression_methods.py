@@ -37,6 +37,7 @@ CASES: dict[str, dict] = {
     "gaussian_finetune": {},
     "sisa": {},
     "influence": {"alpha": 1.0, "damping": 0.03},   # W1 to the oracle 1.87 -> 0.17 on all retain rows
+    "identity": {},     # forgets nothing by design (forgets = False): the do-nothing baseline of audits
 }
 SPECIAL_ORIGINAL = {"sisa"}
 

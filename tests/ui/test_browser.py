@@ -596,3 +596,54 @@ def test_a_token_travels_with_every_request(page, small):
         assert "token=" + token in page.url
         status = page.goto(url + "/").status                          # without it, nothing is served
         assert status == 401
+
+
+def test_screen_shows_only_the_score_columns_the_visible_rows_have(page, tmp_path):
+    """Classifier runs beside a language bench's and an image generator's rows: every column while all rows show;
+    filtered to the classifiers, the language and generation columns go (no sideways scroll at 1400 px); filtered
+    to the language rows, UA, RA, TA and MIA go and the language columns come back."""
+    from expunge.report import GENERATION_COLUMNS, LANGUAGE_COLUMNS
+    from expunge.ui.sources import COLUMNS
+
+    base = {"kind": "run", "scenario": "random 10%", "seed": 0, "tier": 0, "status": "FINISHED", "error": None,
+            "has_model": False, "views": [], "args": {}}
+    classic = {"ua": 4.0, "ra": 99.0, "ta": 96.0, "mia": 40.0, "avg_gap": 1.5, "noise_floor": 0.5, "seconds": 3.0}
+    rows = [{**base, "id": f"run:c:{i}", "task": "classification", "method": m, "scores": dict(classic)}
+            for i, m in enumerate(("finetune", "random_label"))]
+    language = {k: 0.5 for _, k in LANGUAGE_COLUMNS}
+    rows.append({**base, "id": "run:lm:0", "task": "language", "method": "npo",
+                 "scores": {"ua": None, "ra": None, "ta": None, "mia": None, "avg_gap": 3.0, "seconds": 9.0,
+                            **language}})
+    generation = {k: 0.5 for _, k in GENERATION_COLUMNS}
+    rows.append({**base, "id": "run:gen:0", "task": "generation", "method": "esd",
+                 "scores": {"ua": 90.0, "ra": 80.0, "avg_gap": 2.0, "seconds": 20.0, **generation}})
+    labels = {k: label for label, k in LANGUAGE_COLUMNS + GENERATION_COLUMNS}
+    extra = sorted({k for r in rows for k in r["scores"]} - {c["key"] for c in COLUMNS})
+    columns = [dict(c) for c in COLUMNS] + [{"key": k, "label": labels[k]} for k in extra]
+    index = _static_bundle(tmp_path / "bundle", {"/api/experiments": {"experiments": rows, "columns": columns}})
+    page.goto(f"{index}#tab=Screen")
+    table = page.locator("table.experiments")
+    expect(table.locator("tbody tr")).to_have_count(4)
+    headers = lambda: set(table.locator("th[data-key]").evaluate_all("hs => hs.map(h => h.dataset.key)"))
+    assert {"forget_quality", "privleak", "frechet_retain", "ua", "mia"} <= headers()
+    wide = page.evaluate("document.querySelector('.table-wrap').scrollWidth > "
+                         "document.querySelector('.table-wrap').clientWidth")
+    page.fill("input.filter", "finetune")
+    expect(table.locator("tbody tr")).to_have_count(1)
+    assert not {"forget_quality", "privleak", "frechet_retain"} & headers()
+    assert {"method", "args", "ua", "ra", "ta", "mia", "avg_gap", "noise_floor", "seconds", "status"} <= headers()
+    assert page.evaluate("document.querySelector('.table-wrap').scrollWidth <= "
+                         "document.querySelector('.table-wrap').clientWidth")       # no sideways scroll
+    assert wide                                                   # as it did with every row shown
+    shot(page, "screen-filtered-classifiers")
+    page.fill("input.filter", "npo")
+    expect(table.locator("tbody tr")).to_have_count(1)
+    assert {"forget_quality", "privleak", "avg_gap"} <= headers()
+    assert not {"ua", "ra", "ta", "mia", "frechet_retain"} & headers()
+    table.locator('th[data-key="forget_quality"]').click()          # sorting works on the rebuilt header
+    expect(table.locator('th[data-key="forget_quality"]')).to_have_attribute("aria-sort", "ascending")
+    page.fill("input.filter", "nothing matches this")
+    expect(table.locator("tbody td.none")).to_contain_text("No row matches the filter")
+    page.fill("input.filter", "")
+    expect(table.locator("tbody tr")).to_have_count(4)
+    assert {"forget_quality", "frechet_retain", "ua"} <= headers()

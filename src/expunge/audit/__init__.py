@@ -23,6 +23,11 @@ trains K originals of the swapped request (:mod:`.swap`) and runs ``method`` on 
   Hu, Ma, NeurIPS 2025) with its bootstrap interval, raw and scaled so that retraining scores 0 and the originals,
   which kept the data, score 1.
 
+Language models (text data) and image generators (images for generation) go through the same ``audit``
+(:mod:`.tasks`): the same models, seeds and scores, the models trained one by one rather than as ensembles, φ the
+answer logit of each row or the generator's membership score of each image; every score is computed from φ arrays
+by :func:`.scoring.evidence`, whatever the task.
+
 The result (:class:`AuditResult`) gives the tier reached, flat numbers (``summary()``), the forget examples most
 exposed (``exposed()``) and JSON (``to_dict()``); :func:`write_audit_reports` writes ``audit.md``,
 a self-contained ``audit.html`` and ``audit.json``. ``expunge audit CONFIG.yaml`` runs it from an experiment
@@ -38,9 +43,9 @@ On digits with the demo's MLP (K = 64) the audit takes about a minute on one cor
 lock-step, so a model that takes T seconds alone costs far less than 7K·T.
 """
 from .result import EXAMPLE_COLUMNS, TIER1_REFERENCES, TIER2_MODELS, AuditResult, tier_for
-from .run import audit, check_audit
+from .run import audit, audit_methods, check_audit
 
-__all__ = ["audit", "check_audit", "AuditResult", "tier_for", "TIER1_REFERENCES", "TIER2_MODELS", "EXAMPLE_COLUMNS",
+__all__ = ["audit", "audit_methods", "check_audit", "AuditResult", "tier_for", "TIER1_REFERENCES", "TIER2_MODELS", "EXAMPLE_COLUMNS",
            "write_audit_reports"]
 
 

@@ -8,7 +8,9 @@ audit: {n_models: 64, seed: 0, swap: true, mode: standard}
 # vulnerable forget examples (vulnerable mode only; default min(20, forget size))
 ```
 
-``--mode`` and ``--top`` on the command line replace ``audit.mode`` and ``audit.top``.
+``--mode`` and ``--top`` on the command line replace ``audit.mode`` and ``audit.top``. ``method=NAME`` on the command
+line must come with that method's arguments (``args={}`` for its defaults): the file's ``args`` were written for its
+own method. ``method=retrain args={}`` audits exact retraining, with the oracles' recipe.
 
 ``key.sub=value`` overrides apply to the whole file first (``audit.n_models=16`` included); errors name the key
 path (``config error at audit.n_models: ...``).
@@ -41,7 +43,9 @@ def load_audit_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
     """Read, override and validate an audit config; ``models`` (``--models``), ``mode`` (``--mode``) and ``top``
     (``--top``) replace ``audit.n_models``, ``audit.mode`` and ``audit.top``; ``top`` is checked against the
     forget set's size later, by :func:`expunge.audit.check_audit`."""
-    raw = apply_overrides(read_yaml(path), overrides)
+    given = read_yaml(path)
+    raw = apply_overrides(given, overrides)
+    check_method_override(given, raw, overrides)
     section = raw.pop("audit", None)
     cfg = parse_config(raw, base_dir=Path(path).parent)
     if cfg.tune_trials is not None:
@@ -57,6 +61,20 @@ def load_audit_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
     if settings.top is not None and settings.mode != "vulnerable":
         raise ValueError(f"--top / audit.top {settings.top} applies only to the vulnerable mode (--mode vulnerable)")
     return cfg, settings
+
+
+def check_method_override(given: dict[str, Any], raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    """Refuse ``method=NAME`` on the command line that would keep the file's ``args``, written for another method
+    (``expunge audit digits_audit.yaml method=retrain`` would otherwise retrain with finetune's epochs and learning
+    rate, which is not exact retraining): the arguments must be given with it, ``args={}`` for the method's defaults
+    (for ``retrain``: the oracles' recipe)."""
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    if "method" not in keys or any(k == "args" or k.startswith("args.") for k in keys):
+        return
+    if raw.get("method") != given.get("method") and isinstance(given.get("args"), dict) and given["args"]:
+        raise ValueError(f"method={raw.get('method')} replaces the config's method {given.get('method')} but would "
+                         f"keep its args {given['args']}; add args={{}} for {raw.get('method')}'s defaults (for "
+                         f"retrain: exact retraining with the oracles' recipe) or give its own args.KEY=VALUE")
 
 
 def check_mode_name(value: Any, where: str) -> str:

@@ -50,6 +50,15 @@ the tier-1 kind (examples that still look fitted), not tier-1 strength: one shad
 cannot give the calibrated false-positive rates of LiRA with many oracles, so ``expunge.evaluate(...,
 evidence="iam")`` does not raise ``evidence_tier``. Its cost is one training on half the retain set.
 
+One shadow for many models: the shadow depends only on the request (forget and retain), the architecture, the
+recipe and the seed, so :func:`train_shadow` trains it once and ``iam(..., shadow=...)`` scores any number of models
+of that architecture against it (an experiment's original, oracle and every method: ``scoring: {evidence: iam}``
+in its config; an audit's audited model). Scored through a shadow trained from the original, a model gets the same
+numbers as ``iam(model, ...)`` with the same seed whenever its provenance carries the original's recipe (a
+method's result does) and no sparsity mask of its own (a shadow trained from a sparse model keeps its mask), since
+the shadow's initialisation and data come from the seed alone.
+Classification only (the signal is the true-label probability).
+
 Defaults: ε₁ = 0.1, ε₂ = 1e-5 and :data:`STEPS` = 1000 interpolation points (reference code); the shadow on half
 the data (the paper); :data:`MIN_GAP` = 0.05 and :data:`INCOMPLETE_BELOW` = 0.5 (expunge's choices: a gap well
 under the spread of fitted signals, and the midpoint of the path). There is no tuning grid.
@@ -70,7 +79,8 @@ Deviations from the paper and the reference code:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -181,6 +191,43 @@ def completeness(model_p: Any, shadow_p: Any, shadow_fit_p: Any, *, steps: int =
     return out, fit, g_gen
 
 
+@dataclass
+class Shadow:
+    """The shadow model of one forget request: ``model`` (trained on a seeded ``share`` of retain, never on a forget
+    example), its true-label probabilities ``fit_p`` on that part, and the request it was trained for (the
+    positions of the forget and retain examples in their base data), checked whenever it scores a model."""
+
+    model: nn.Module
+    fit_p: np.ndarray
+    forget_index: np.ndarray = field(repr=False)
+    retain_index: np.ndarray = field(repr=False)
+    base: Dataset = field(repr=False)
+    seed: int = 0
+    seconds: float = 0.0
+
+    def check_request(self, forget: Dataset, retain: Dataset) -> None:
+        """Refuse, in one line, a forget or retain set other than the ones the shadow was trained for."""
+        for name, d, want in (("forget", forget, self.forget_index), ("retain", retain, self.retain_index)):
+            base, got = resolve(d)
+            got = got.numpy()
+            if base is not self.base or got.shape != want.shape or not np.array_equal(got, want):
+                raise ValueError(f"the IAM shadow was trained for another {name} set ({len(want)} examples) than "
+                                 f"this one ({len(got)}); train one for this request with train_shadow")
+
+
+def train_shadow(model: nn.Module, *, forget: Dataset, retain: Dataset, seed: int = 0,
+                 shadow_share: float = SHADOW_SHARE) -> Shadow:
+    """The shadow of this request, trained once with ``model``'s architecture and recorded recipe (one training
+    on ``shadow_share`` of ``retain``); ``iam(..., shadow=...)`` then scores any model of that architecture
+    against it."""
+    check_iam(model, forget=forget, retain=retain, shadow_share=shadow_share)
+    start = time.perf_counter()
+    shadow, half = shadow_model(model, retain, forget, seed, shadow_share)
+    (base, forget_index), retain_index = resolve(forget), resolve(retain)[1]
+    return Shadow(shadow, true_label_probability(shadow, half), forget_index.numpy(), retain_index.numpy(), base,
+                  seed, time.perf_counter() - start)
+
+
 def shadow_model(model: nn.Module, retain: Dataset, forget: Dataset, seed: int, share: float = SHADOW_SHARE
                  ) -> tuple[nn.Module, Dataset]:
     """The shadow: ``model``'s architecture retrained from a fresh initialisation, with its recorded recipe, on a
@@ -194,11 +241,9 @@ def shadow_model(model: nn.Module, retain: Dataset, forget: Dataset, seed: int, 
     return shadow, half
 
 
-def check_iam(model: nn.Module, *, forget: Dataset, retain: Dataset, steps: int = STEPS, min_gap: float = MIN_GAP,
-              shadow_share: float = SHADOW_SHARE) -> None:
-    """Refuse, in one line and before any work, what :func:`iam` cannot score."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
+def check_iam_request(forget: Dataset, retain: Dataset) -> None:
+    """Refuse, in one line, a request IAM cannot score: other data than classification, an empty forget set, a
+    retain set too small to train a shadow on part of it."""
     task = resolve(forget)[0].task
     if task != "classification":
         raise ValueError(f"IAM scores classifiers (it reads the true-label probability); the data is {task} data")
@@ -207,7 +252,16 @@ def check_iam(model: nn.Module, *, forget: Dataset, retain: Dataset, steps: int 
     if len(retain) < 2:
         raise ValueError(f"IAM trains its shadow model on part of retain, which needs at least 2 examples; "
                          f"got {len(retain)}")
-    if provenance(model).recipe is None:
+
+
+def check_iam(model: nn.Module, *, forget: Dataset, retain: Dataset, steps: int = STEPS, min_gap: float = MIN_GAP,
+              shadow_share: float = SHADOW_SHARE, trains_shadow: bool = True) -> None:
+    """Refuse, in one line and before any work, what :func:`iam` cannot score (``trains_shadow``: the model's
+    recorded recipe is needed, to train the shadow from it)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module; got {type(model).__name__}")
+    check_iam_request(forget, retain)
+    if trains_shadow and provenance(model).recipe is None:
         raise ValueError("IAM trains its shadow model with the model's recorded recipe, and this model has none; "
                          "train the original with expunge.train")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -220,16 +274,37 @@ def check_iam(model: nn.Module, *, forget: Dataset, retain: Dataset, steps: int 
 
 
 def iam(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Dataset | None = None, seed: int = 0,
-        steps: int = STEPS, min_gap: float = MIN_GAP, shadow_share: float = SHADOW_SHARE) -> IamResult:
+        steps: int = STEPS, min_gap: float = MIN_GAP, shadow_share: float = SHADOW_SHARE,
+        shadow: Shadow | None = None) -> IamResult:
     """IAM completeness of ``model``'s forget examples against one shadow model trained on half of ``retain``
-    (see the module docstring); ``test`` adds the same score of unseen examples, the value to read it against."""
-    check_iam(model, forget=forget, retain=retain, steps=steps, min_gap=min_gap, shadow_share=shadow_share)
-    shadow, half = shadow_model(model, retain, forget, seed, shadow_share)
-    fit_p = true_label_probability(shadow, half)
-    result, fit, gen = completeness(true_label_probability(model, forget), true_label_probability(shadow, forget),
+    (see the module docstring); ``test`` adds the same score of unseen examples, the value to read it against.
+    ``shadow``: one trained for this request by :func:`train_shadow` (shared between models; ``seed`` and
+    ``shadow_share`` are then its own), else one is trained here."""
+    if shadow is not None and not isinstance(shadow, Shadow):
+        raise TypeError(f"shadow must be an expunge.audit.iam.Shadow (from train_shadow) or None; got "
+                        f"{type(shadow).__name__}")
+    check_iam(model, forget=forget, retain=retain, steps=steps, min_gap=min_gap, shadow_share=shadow_share,
+              trains_shadow=shadow is None)
+    if shadow is None:
+        shadow = train_shadow(model, forget=forget, retain=retain, seed=seed, shadow_share=shadow_share)
+    else:
+        shadow.check_request(forget, retain)
+    net, fit_p = shadow.model, shadow.fit_p
+    result, fit, gen = completeness(true_label_probability(model, forget), true_label_probability(net, forget),
                                     fit_p, steps=steps, min_gap=min_gap)
     test_c = None
     if test is not None and len(test):
-        test_c = completeness(true_label_probability(model, test), true_label_probability(shadow, test), fit_p,
+        test_c = completeness(true_label_probability(model, test), true_label_probability(net, test), fit_p,
                               steps=steps, min_gap=min_gap)[0]
     return IamResult(result, fit, gen, test_c)
+
+
+def iam_with_oracle(model: nn.Module, oracle: nn.Module, *, forget: Dataset, retain: Dataset, test: Dataset,
+                    seed: int = 0) -> dict[str, float]:
+    """IAM of ``model`` beside that of ``oracle`` (a model retrained without the forget set: what retraining
+    scores, the target), both against one shadow trained from ``oracle``'s architecture and recipe: the audited
+    model's ``iam_*`` numbers and the oracle's as ``iam_oracle_*`` (how an audit reports it)."""
+    shadow = train_shadow(oracle, forget=forget, retain=retain, seed=seed)
+    mine = iam(model, forget=forget, retain=retain, test=test, shadow=shadow).summary()
+    target = iam(oracle, forget=forget, retain=retain, test=test, shadow=shadow).summary()
+    return {**mine, **{f"iam_oracle_{k[len('iam_'):]}": v for k, v in target.items()}}

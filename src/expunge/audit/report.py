@@ -58,7 +58,7 @@ def tier2_table(r: AuditResult) -> Table:
     s = r.summary()
     body = [[f"{label}: {name}", _f(s.get(prefix + key)), _f(s.get("challenge_baseline_" + key)), target]
             for prefix, label in CHALLENGE_LABELS if prefix + "forget_quality" in s
-            for name, key, target in CHALLENGE_ROWS]
+            for name, key, target in CHALLENGE_ROWS if prefix + key in s]   # no final score without accuracies
     rows: list[tuple[str, str, str]] = []
     rows += [(f"KLoM {split} mean / p95", f"klom_{split}", "≈ baseline") for split in ("forget", "retain", "test")]
     rows += [("U-LiRA accuracy", "ulira_accuracy", "0.5"), ("U-LiRA AUC", "ulira_auc", "0.5"),
@@ -88,6 +88,10 @@ def tier1_table(r: AuditResult) -> Table:
 
 
 def tier0_table(r: AuditResult) -> Table:
+    if r.task == "language":
+        return _language_tier0(r)
+    if r.task == "generation":
+        return _generation_tier0(r)
     s, a = r.scores, r.accuracies
     body = [["audited model vs one oracle", _f(s.get("ua"), 2), _f(s.get("retain_acc"), 2), _f(s.get("test_acc"), 2),
              _f(s.get("mia_efficacy"), 2), _f(s.get("avg_gap"), 2)]]
@@ -96,6 +100,46 @@ def tier0_table(r: AuditResult) -> Table:
         body.append([name, _f(100 - a[f"{group}_forget_acc"], 2), _f(a[f"{group}_retain_acc"], 2),
                      _f(a[f"{group}_test_acc"], 2), "–", "–"])
     return "Tier 0: accuracies and the population MIA", ["", "UA", "RA", "TA", "MIA", "Avg.Gap"], body
+
+
+def _language_tier0(r: AuditResult) -> Table:
+    s, a = r.scores, r.accuracies
+    pct = lambda key: _f(100 * s[key], 2) if key in s else "–"
+    body = [["audited model vs one oracle", pct("forget_token_accuracy"), pct("retain_token_accuracy"),
+             pct("holdout_token_accuracy"), _f(s.get("forget_prob")), _f(s.get("forget_rouge")),
+             _f(s.get("model_utility")), _f(s.get("privleak"), 1), _f(s.get("avg_gap"), 2)]]
+    for group, name in (("unlearned", "unlearned models (mean)"), ("oracle", "oracles (mean)"),
+                        ("original", "originals (mean)")):
+        body.append([name, _f(a[f"{group}_forget_acc"], 2), _f(a[f"{group}_retain_acc"], 2),
+                     _f(a[f"{group}_test_acc"], 2), "–", "–", "–", "–", "–"])
+    return ("Tier 0: answer-token accuracy (%, teacher forcing) and the TOFU/MUSE scores of the audited model",
+            ["", "forget acc.", "retain acc.", "holdout acc.", "forget prob.", "forget ROUGE-L", "model utility",
+             "PrivLeak %", "Avg.Gap"], body)
+
+
+def _generation_tier0(r: AuditResult) -> Table:
+    s = r.scores
+    body = [["audited model vs one oracle", _f(s.get("unlearning_accuracy"), 1),
+             _f(s.get("retain_generation_accuracy"), 1), _f(s.get("frechet_retain"), 2), _f(s.get("mia_auc")),
+             _f(s.get("avg_gap"), 2)]]
+    return ("Tier 0: the audited model's samples read by the judge (image generators have no per-model accuracy, "
+            "so no rows for the groups)", ["", "UA %", "retained-class gen. acc. %", "Fréchet (retained)",
+                                          "MIA AUC", "Avg.Gap"], body)
+
+
+TASK_NOTES = {
+    "language": "Language models: φ is the logit of the length-normalised answer probability (log p − log(1 − p), "
+                "p = exp(−mean answer NLL)) of each row; test examples are held-out rows no model trained on; the "
+                "models are trained one by one; per-model accuracy is the answer-token accuracy under teacher "
+                "forcing; the SWAP test's B is drawn from the held-out rows, whole groups at a time.",
+    "generation": "Image generators: φ is minus the denoising error at 10%, 30% and 50% of T, the same noise for "
+                  "every model (diffusion), or the discriminator's logit (GAN); the models are trained one by one. "
+                  "For a class-wise request the non-members are the held-out images of the forgotten classes (the "
+                  "retain leakage uses those of the retained classes), and B of the SWAP test is drawn from them. "
+                  "Generators have no per-model accuracy: the challenge score has no final score or ratios here. A "
+                  "class-wise request's forget examples share one class and move together, so U-LiRA, ε and KLoM "
+                  "swing more between sets of K models than the verdict's margin allows: read them against their "
+                  "baseline with care and prefer a larger K."}
 
 
 LEAKAGE_ROWS = (("AUC", "auc"), ("TPR at 1% FPR", "tpr_at_1pct"), ("TPR at 0.1% FPR", "tpr_at_0_1pct"))
@@ -151,12 +195,44 @@ def advantage_table(r: AuditResult) -> Section:
             f"{fewer}", ["models", "advantage", "95% interval", "model pairs"], body)
 
 
+def iam_table(r: AuditResult) -> Section:
+    """IAM of the audited model beside a held-out oracle's, against one shadow model (classifiers; a one-line note
+    elsewhere)."""
+    s = r.iam
+    if s is None:
+        return "IAM: not computed (it scores classifiers: it reads the true-label probability)."
+    rows = (("forget examples: mean completeness (1 = looks unseen, 0 = looks fitted)", "completeness_mean", False),
+            ("test examples, never trained on: mean completeness", "test_completeness_mean", False),
+            ("relative completeness: forget mean / test mean, capped at 1", "relative_completeness", False),
+            ("forget examples judged incomplete (completeness below 0.5)", "incomplete_share", True),
+            ("test examples judged incomplete", "test_incomplete_share", True))
+    value = lambda key, share: ("–" if math.isnan(s.get(key, math.nan)) else
+                                (f"{100 * s[key]:.1f}%" if share else _f(s[key])))
+    body = [[label, value(f"iam_{key}", share), value(f"iam_oracle_{key}", share)] for label, key, share in rows]
+    body.append(["forget examples measured (a path between the shadow's two ends)",
+                 f"{s['iam_n_measured']:.0f} of {s['iam_n_forget']:.0f}",
+                 f"{s.get('iam_oracle_n_measured', math.nan):.0f} of {s.get('iam_oracle_n_forget', math.nan):.0f}"])
+    return ("IAM (Wang et al., USENIX Security 2025): per-example completeness against one shadow model trained on "
+            "half the retain set (a check of the tier-1 kind without its strength: one shadow gives no calibrated "
+            "false-positive rate)", ["IAM", "audited model", "held-out oracle (target)"], body)
+
+
+def task_note(r: AuditResult) -> list[str]:
+    """The one-line note on what φ and the test examples are, for language models and image generators."""
+    return [TASK_NOTES[r.task]] if r.task in TASK_NOTES else []
+
+
+def _label_header(r: AuditResult) -> str:
+    return {"language": "group", "generation": "class"}.get(r.task, "label")
+
+
 def exposed_table(r: AuditResult, n: int = 10) -> Table:
     body = [[str(i + 1), str(e["index"]), str(e["label"]), _f(e["epsilon"], 2), _f(e["klom"], 2),
              _f(e["ulira_accuracy"], 2), _f(e["phi_unlearned"], 2), _f(e["phi_oracle"], 2)]
             for i, e in enumerate(r.exposed(n))]
     return (f"The {len(body)} most exposed forget examples (highest ε)",
-            ["rank", "index in train", "label", "ε", "KLoM", "U-LiRA acc.", "median φ unlearned", "median φ oracle"],
+            ["rank", "index in train", _label_header(r), "ε", "KLoM", "U-LiRA acc.", "median φ unlearned",
+             "median φ oracle"],
             body)
 
 
@@ -204,8 +280,9 @@ def vulnerable_tables(r: AuditResult) -> list[Section]:
 
 
 def tables(r: AuditResult) -> list[Section]:
-    return [tier2_table(r), tier1_table(r), leakage_table(r), advantage_table(r), tier0_table(r), exposed_table(r),
-            *vulnerable_tables(r)]
+    return [*task_note(r), tier2_table(r), tier1_table(r), leakage_table(r), advantage_table(r), iam_table(r),
+            tier0_table(r),
+            exposed_table(r), *vulnerable_tables(r)]
 
 
 def text_table(table: Section) -> str:
@@ -216,10 +293,12 @@ def text_table(table: Section) -> str:
 
 
 def text_summary(r: AuditResult) -> str:
-    """The tier statement, the tier-2 and tier-1 tables, retain leakage, the calibrated advantage, the most exposed
-    examples and the one-line verdict, as the CLI prints them."""
-    return "\n\n".join([tier_statement(r.tier), text_table(tier2_table(r)), text_table(tier1_table(r)),
-                        text_table(leakage_table(r)), text_table(advantage_table(r)), text_table(exposed_table(r)),
+    """The tier statement, the tier-2 and tier-1 tables, retain leakage, the calibrated advantage, IAM, the most
+    exposed examples and the one-line verdict, as the CLI prints them."""
+    return "\n\n".join([tier_statement(r.tier), *task_note(r), text_table(tier2_table(r)),
+                        text_table(tier1_table(r)),
+                        text_table(leakage_table(r)), text_table(advantage_table(r)), text_table(iam_table(r)),
+                        text_table(exposed_table(r)),
                         *[text_table(t) for t in vulnerable_tables(r)], r.verdict()])
 
 

@@ -42,11 +42,17 @@ class AuditResult:
     - ``scores``: ``expunge.evaluate`` of the audited model against an oracle (tier 0);
     - ``examples``: per forget example (columns :data:`EXAMPLE_COLUMNS`: position in ``train``, label, challenge
       ε, KLoM, U-LiRA accuracy, median φ under the unlearned models and under the oracles);
-    - ``accuracies``: mean accuracies (%) of the unlearned models, the oracles and the originals;
+    - ``accuracies``: mean accuracies (%) of the unlearned models, the oracles and the originals (language models:
+      answer-token accuracy; empty for image generators, which have none);
     - ``seconds``: wall time of each stage;
     - ``vulnerable``: the vulnerable-sample audit (``mode="vulnerable"``; :mod:`.vulnerable`): the top-v forget
       examples LiRA separates best and the efficacy and privacy games on them, beside the whole forget set and the
-      oracle-vs-oracle baseline; None in the standard mode.
+      oracle-vs-oracle baseline; None in the standard mode;
+    - ``task``: what was audited: ``classification``, ``language`` or ``generation`` (:mod:`.tasks`); the
+      examples' ``label`` is a language row's group (e.g. its author; -1 without groups);
+    - ``iam``: IAM of the audited model (:mod:`.iam`: per-example completeness against one shadow model trained on
+      half the retain set; ``iam_*`` numbers as :meth:`expunge.audit.iam.IamResult.summary` gives them);
+      classifiers only (None for language models and image generators).
     """
 
     tier: int
@@ -67,6 +73,8 @@ class AuditResult:
     audited: str = "member 0 of the unlearned models"
     swap_note: str | None = None
     vulnerable: VulnerableAudit | None = None
+    task: str = "classification"
+    iam: dict[str, float] | None = None
 
     def evidence(self) -> dict[str, float]:
         """The tier-1 and tier-2 numbers, the tier, model counts and timings (no tier-0 scores)."""
@@ -78,6 +86,8 @@ class AuditResult:
             out.update(self.advantage.summary())
         if self.vulnerable is not None:
             out.update(self.vulnerable.summary())
+        if self.iam is not None:
+            out.update(self.iam)
         out.update(self.accuracies)
         out.update({f"{k}_seconds": v for k, v in self.seconds.items()})
         return out
@@ -103,7 +113,7 @@ class AuditResult:
         """JSON-ready (NaN written as None)."""
         t2 = self.tier2
         return _clean({
-            "evidence_tier": self.tier, "n_models": self.n_models, "method": self.method,
+            "evidence_tier": self.tier, "task": self.task, "n_models": self.n_models, "method": self.method,
             "method_args": self.method_args, "seed": self.seed, "audited": self.audited, "sizes": self.sizes,
             "summary": self.summary(), "verdict": self.verdict(),
             "scores": self.scores, "accuracies": self.accuracies, "seconds": self.seconds,
@@ -116,6 +126,7 @@ class AuditResult:
             "advantage": self.advantage.to_dict() if self.advantage is not None else None,
             "swap_note": self.swap_note,
             **({"vulnerable": self.vulnerable.to_dict()} if self.vulnerable is not None else {}),
+            "iam": self.iam,
             "klom": {s: r.per_example for s, r in t2.klom.items()},
             "klom_baseline": {s: r.per_example for s, r in t2.klom_baseline.items()},
             "ulira": {"per_example_accuracy": t2.ulira.per_example_accuracy, "roc_fpr": t2.ulira.attack.roc_fpr,

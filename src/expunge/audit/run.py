@@ -19,12 +19,11 @@ from ..methods import base as registry
 from ..methods.base import TrainArgs, check_request
 from ..metrics import logit_scaled_confidence, predict
 from ..training import Recipe
-from .leakage import retain_leakage
 from .result import AuditResult, tier_for
-from .swap import SwapRequest, SwapResult, swap_note, swap_request, swap_scores
-from .tier1 import reference_attack
-from .tier2 import tier2
-from .vulnerable import check_mode, vulnerable_audit
+from .scoring import evidence
+from .swap import SwapRequest, swap_note, swap_request
+from .tasks import check_task_audit, task_audit, task_of
+from .vulnerable import check_mode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,7 +35,8 @@ SWAP_STAGES = ("swap originals", "swap unlearn")
 def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset, retain: Dataset, method: str,
           method_args: dict[str, Any] | None = None, recipe: dict[str, Any], n_models: int = 64, seed: int = 0,
           original: nn.Module | None = None, device: Any = None, precision: str | None = None,
-          swap: bool = True, mode: str = "standard", top: int | None = None) -> AuditResult:
+          swap: bool = True, mode: str = "standard", top: int | None = None,
+          shared: dict[str, E.Ensemble] | None = None, scoring: dict[str, Any] | None = None) -> AuditResult:
     """Audit ``method`` on this forget request with ``n_models`` (K) models of each kind.
 
     Trains K originals on all of ``train`` (seeds ``seed`` … ``seed + K − 1``), K oracles on ``retain`` (the next
@@ -56,12 +56,23 @@ def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset
     oracles as held-out targets), the retain leakage (:mod:`.leakage`), the SWAP-test advantage
     (:mod:`expunge.metrics.advantage`) and tier 0 (``expunge.evaluate`` against a baseline oracle). The audited
     model is ``original`` unlearned with ``method`` and seed ``seed`` when given, else the first unlearned model.
-    Classification only. Repeatable for a seed. ``device`` and ``precision``: where every model is trained and
+    Language models and image generators (text data, images made ready by ``expunge.data.for_generation``) are
+    audited the same way with models trained one by one (:mod:`.tasks`; ``shared`` is for classifiers only);
+    ``scoring``: extra ``expunge.evaluate`` arguments for their tier 0 (``max_examples``, ``samples_per_class``,
+    ``attack``, ...; classifiers take none).
+    Repeatable for a seed. ``device`` and ``precision``: where every model is trained and
     scored (default: ``template``'s device) and the training precision, as for ``expunge.train``.
+    ``shared``: the ensembles that do not depend on the method (originals, oracles, baseline oracles, swapped
+    originals), taken from it when present and put in it when trained; :func:`audit_methods` passes one per request
+    so that several methods are audited on the same models. Leave it None otherwise.
     """
+    if task_of(train) is not None:
+        return task_audit(template, train, test, forget=forget, retain=retain, method=method,
+                          method_args=method_args, recipe=recipe, n_models=n_models, seed=seed, original=original,
+                          device=device, precision=precision, swap=swap, mode=mode, top=top, scoring=scoring)
     args, index = check_audit(template, train, test, forget=forget, retain=retain, method=method,
                               method_args=method_args, recipe=recipe, n_models=n_models, seed=seed, original=original,
-                              swap=swap, mode=mode, top=top)
+                              swap=swap, mode=mode, top=top, scoring=scoring)
     mode, top = check_mode(mode, top, len(forget), n_models)
     note = swap_note(forget, test, swap)
     if note is not None:
@@ -76,17 +87,20 @@ def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset
     log.info("audit of %s with K=%d models of each kind (tier %d reachable)", method, k, tier_for(k))
     stages = STAGES if request is not None else tuple(s for s in STAGES if s not in SWAP_STAGES)
     with _Stages(seconds, len(stages)) as stage:
-        originals = stage("originals", lambda: E.train(template, train, seeds=_seeds(seed, k, 0), **on, **recipe))
-        oracles = stage("oracles", lambda: E.train(template, retain, seeds=_seeds(seed, k, 1), **on, **recipe))
-        baseline = stage("baseline", lambda: E.train(template, retain, seeds=_seeds(seed, k, 2), **on, **recipe))
+        originals = stage("originals", lambda: _reused(shared, "original", lambda: E.train(
+            template, train, seeds=_seeds(seed, k, 0), **on, **recipe)))
+        oracles = stage("oracles", lambda: _reused(shared, "oracle", lambda: E.train(
+            template, retain, seeds=_seeds(seed, k, 1), **on, **recipe)))
+        baseline = stage("baseline", lambda: _reused(shared, "baseline", lambda: E.train(
+            template, retain, seeds=_seeds(seed, k, 2), **on, **recipe)))
         unlearned = stage("unlearn", lambda: E.unlearn(originals.members(), forget=forget, retain=retain,
                                                        method=method, seeds=_seeds(seed, k, 0), **on, **args))
         one_original = stage("unlearn one original", lambda: E.unlearn(
             originals.member(0), forget=forget, retain=retain, method=method, seeds=_seeds(seed, k, 0), **on, **args))
         swapped: dict[str, E.Ensemble] = {}
         if request is not None:
-            swapped["swap_original"] = stage("swap originals", lambda: E.train(
-                template, request.train, seeds=_seeds(seed, k, 3), **on, **recipe))
+            swapped["swap_original"] = stage("swap originals", lambda: _reused(shared, "swap_original", lambda: E.train(
+                template, request.train, seeds=_seeds(seed, k, 3), **on, **recipe)))
             swapped["swap_unlearned"] = stage("swap unlearn", lambda: E.unlearn(
                 swapped["swap_original"].members(), forget=request.forget, retain=request.retain, method=method,
                 seeds=_seeds(seed, k, 3), **on, **args))
@@ -99,6 +113,8 @@ def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset
         result = _score(model, {"unlearned": unlearned, "oracle": oracles, "baseline": baseline,
                                 "original": originals, "one_original": one_original},
                         swapped, request, train, test, forget, retain, index, seed, top)
+        from .iam import iam_with_oracle      # IAM of the audited model and an oracle: one training on half retain
+        result["iam"] = iam_with_oracle(model, baseline.member(0), forget=forget, retain=retain, test=test, seed=seed)
         stage.end()
     seconds["wall"] = time.perf_counter() - start
     tier = tier_for(k)
@@ -107,12 +123,49 @@ def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset
                        audited=audited, swap_note=note, **result)
 
 
+def audit_methods(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset, retain: Dataset,
+                  methods: dict[str, dict[str, Any] | None], shared: dict[str, E.Ensemble] | None = None,
+                  **settings: Any) -> dict[str, AuditResult]:
+    """:func:`audit` of each method in ``methods`` (name → its arguments, None for its defaults) on one forget
+    request, with the same ``settings`` (the other keywords of :func:`audit`): the originals, oracles, baseline
+    oracles and swapped originals, which do not depend on the method, are trained once and shared, and each result
+    equals that of ``audit`` called for its method alone. Every method is checked before any model is trained.
+    ``shared``: an empty dict to receive those ensembles (keys ``original``, ``oracle``, ``baseline``,
+    ``swap_original``), e.g. to score more models against the same oracles afterwards."""
+    if not isinstance(methods, dict) or not methods:
+        raise TypeError(f"methods must be a non-empty dict of method name -> arguments; got {methods!r}")
+    if shared is not None and (not isinstance(shared, dict) or shared):
+        raise ValueError("shared must be None or an empty dict (it receives the ensembles this request trains)")
+    check = {k: v for k, v in settings.items() if k not in ("device", "precision")}
+    for name, args in methods.items():
+        check_audit(template, train, test, forget=forget, retain=retain, method=name, method_args=args, **check)
+    shared = {} if shared is None else shared
+    return {name: audit(template, train, test, forget=forget, retain=retain, method=name, method_args=args,
+                        shared=shared, **settings) for name, args in methods.items()}
+
+
+def _reused(shared: dict[str, E.Ensemble] | None, name: str, train: Callable[[], E.Ensemble]) -> E.Ensemble:
+    """``shared[name]`` when there, else ``train()`` (kept in ``shared`` when given)."""
+    if shared is None:
+        return train()
+    if name not in shared:
+        shared[name] = train()
+    return shared[name]
+
+
 def check_audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset, retain: Dataset,
                 method: str, method_args: dict[str, Any] | None = None, recipe: dict[str, Any], n_models: int = 64,
                 seed: int = 0, original: nn.Module | None = None, swap: bool = True, mode: str = "standard",
-                top: int | None = None) -> tuple[dict[str, Any], np.ndarray]:
+                top: int | None = None, scoring: dict[str, Any] | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """What :func:`audit` checks before training anything (ValueError/TypeError naming the bad input); returns the
     method's arguments and each forget example's position in ``train``."""
+    if task_of(train) is not None:
+        return check_task_audit(template, train, test, forget=forget, retain=retain, method=method,
+                                method_args=method_args, recipe=recipe, n_models=n_models, seed=seed,
+                                original=original, swap=swap, mode=mode, top=top, scoring=scoring)
+    if scoring:
+        raise ValueError("scoring= applies to the language and generation audits (extra evaluate arguments for "
+                         "their tier 0); a classifier's audit takes none")
     if not isinstance(swap, bool):
         raise TypeError(f"swap must be True or False (play the SWAP test or not); got {swap!r}")
     args = _check(template, train, test, forget, retain, method, method_args, recipe, n_models, seed, original)
@@ -138,40 +191,25 @@ def _score(model: nn.Module, ensembles: dict[str, E.Ensemble], swapped: dict[str
         phi[g] = {"forget": out["forget"][0], "retain": out["retain"][0][:, sample], "test": out["test"][0]}
         acc[g] = {"forget": _percent(out["forget"][1]), "retain": _percent(out["retain"][1]),
                   "test": _percent(out["test"][1][:, keep.numpy()])}
-    t2 = tier2(phi, acc, seed=seed)
-    both = lambda p: np.concatenate([p["forget"], p["test"]], axis=-1)
-    is_forget = np.r_[np.ones(len(forget), bool), np.zeros(len(test), bool)]
     retain_sample = Subset(retain, sample.tolist())
     mine = {s: logit_scaled_confidence(predict(model, d), y) for s, d, y in (
         ("forget", forget, labels["forget"]), ("test", test, labels["test"]),
         ("retain", retain_sample, labels["retain"][torch.as_tensor(sample)]))}
-    t1 = reference_attack(both(mine), both(phi["oracle"]), is_forget, heldout_phi=both(phi["baseline"]))
-    leakage = retain_leakage({**{g: phi[g]["retain"] for g in ("unlearned", "oracle", "baseline")},
-                              "audited": mine["retain"]},
-                             {**{g: phi[g]["test"] for g in ("unlearned", "oracle", "baseline")},
-                              "audited": mine["test"]}, seed=seed)
-    advantage = _swap_advantage(phi, swapped, swap, forget, test, labels, seed) if swap is not None else None
+    on_swap = _swap_phi(phi, swapped, swap, forget, test, labels) if swap is not None else None
+    found = evidence(phi, acc, mine, seed=seed, index=index, labels=labels["forget"].numpy(), top=top, swap=on_swap)
     scores = evaluate(model, forget=forget, retain=retain, test=test, reference=ensembles["baseline"].member(0),
                       seed=seed)
-    examples = {"index": index, "label": labels["forget"].numpy(), "epsilon": t2.challenge.epsilons,
-                "klom": t2.klom["forget"].per_example, "ulira_accuracy": t2.ulira.per_example_accuracy,
-                "phi_unlearned": np.median(phi["unlearned"]["forget"], 0),
-                "phi_oracle": np.median(phi["oracle"]["forget"], 0)}
-    vulnerable = (vulnerable_audit(phi, top, seed=seed, index=index, labels=labels["forget"].numpy())
-                  if top is not None else None)
-    accuracies = {f"{g}_{s}_acc": float(np.mean(a)) for g, by in acc.items() for s, a in by.items()}
     sizes = {"train": len(train), "forget": len(forget), "retain": len(retain), "test": len(test),
              "retain_sample": len(sample)}
     if swap is not None:
         sizes["swap_examples"] = len(swap.forget_positions)
-    return {"tier2": t2, "tier1": t1, "leakage": leakage, "advantage": advantage, "scores": scores,
-            "examples": examples, "accuracies": accuracies, "sizes": sizes, "vulnerable": vulnerable,
-            "forget_base_index": resolve(forget)[1].numpy()}
+    return {**found, "scores": scores, "sizes": sizes, "forget_base_index": resolve(forget)[1].numpy()}
 
 
-def _swap_advantage(phi: dict[str, dict[str, np.ndarray]], swapped: dict[str, E.Ensemble], swap: SwapRequest,
-                    forget: Dataset, test: Dataset, labels: dict[str, torch.Tensor], seed: int) -> SwapResult:
-    """The SWAP test (:mod:`.swap`): φ of every group on A (the forget examples the games use) and on B."""
+def _swap_phi(phi: dict[str, dict[str, np.ndarray]], swapped: dict[str, E.Ensemble], swap: SwapRequest,
+              forget: Dataset, test: Dataset, labels: dict[str, torch.Tensor]
+              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The SWAP test's inputs (:mod:`.swap`): φ of every group on A (the forget examples the games use) and on B."""
     a_set, b_set = Subset(forget, swap.forget_positions.tolist()), Subset(test, swap.test_positions.tolist())
     y_a, y_b = labels["forget"][torch.as_tensor(swap.forget_positions)], labels["test"][torch.as_tensor(
         swap.test_positions)]
@@ -179,7 +217,7 @@ def _swap_advantage(phi: dict[str, dict[str, np.ndarray]], swapped: dict[str, E.
     on_b = {g: phi[g]["test"][:, swap.test_positions] for g in ("unlearned", "original", "oracle", "baseline")}
     for g, ens in swapped.items():
         on_a[g], on_b[g] = _phi_and_hits(ens, a_set, y_a)[0], _phi_and_hits(ens, b_set, y_b)[0]
-    return swap_scores(on_a, on_b, seed=seed)
+    return on_a, on_b
 
 
 def _phi_and_hits(ens: E.Ensemble, data: Dataset, y: torch.Tensor, chunk: int = 4096
@@ -232,7 +270,8 @@ def _positions(train: Dataset, forget: Dataset, retain: Dataset, test: Dataset) 
     return out
 
 
-def _check(template, train, test, forget, retain, method, method_args, recipe, n_models, seed, original):
+def _check(template, train, test, forget, retain, method, method_args, recipe, n_models, seed, original,
+           task="classification"):
     if not isinstance(template, nn.Module):
         raise TypeError(f"template must be a torch nn.Module; got {type(template).__name__}")
     if original is not None and not isinstance(original, nn.Module):
@@ -255,8 +294,10 @@ def _check(template, train, test, forget, retain, method, method_args, recipe, n
         raise ValueError(f"method {method!r} needs an original trained its own way; the audit trains ordinary "
                          "originals, so it cannot audit this method")
     for name, d in (("train", train), ("test", test), ("forget", forget), ("retain", retain)):
-        if resolve(d)[0].task != "classification":
-            raise ValueError(f"the audit scores classifiers; {name} is a {resolve(d)[0].task} dataset")
+        if resolve(d)[0].task != task:
+            same = "" if task == "classification" else f", every set of one task (train is {task} data)"
+            raise ValueError(f"the audit scores classifiers, language models and image generators{same}; {name} is a "
+                             f"{resolve(d)[0].task} dataset")
         if len(d) == 0:
             raise ValueError(f"{name} is empty")
     m = cls(**args)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ..data.datasets import ArrayDataset, concatenated, features, is_streamed, targets
+from ..data.datasets import ArrayDataset, concatenated, features, is_streamed, resolve, targets
 from ..metrics.advantage import Advantage, ScaledAdvantage, scaled_advantage, swap_advantage
 from .tier1 import offline_scores
 
@@ -84,7 +84,7 @@ def swap_request(forget: Dataset, retain: Dataset, test: Dataset, seed: int) -> 
     if is_streamed(retain) or is_streamed(b):
         data: ArrayDataset = concatenated([retain, b], y)
     else:
-        data = ArrayDataset(torch.cat([features(retain), features(b)]), y, task="classification")
+        data = ArrayDataset(torch.cat([features(retain), features(b)]), y, task=resolve(retain)[0].task)
     n_r = len(retain)
     return SwapRequest(data, Subset(data, range(n_r, len(data))), Subset(data, range(n_r)), fpos, tpos)
 

@@ -139,14 +139,17 @@ def _nan(x: float | None) -> float:
     return float("nan") if x is None else float(x)
 
 
-def tier2(phi: dict[str, dict[str, np.ndarray]], accuracy: dict[str, dict[str, np.ndarray]], *,
+def tier2(phi: dict[str, dict[str, np.ndarray]], accuracy: dict[str, dict[str, np.ndarray]] | None, *,
           seed: int = 0) -> Tier2:
     """All tier-2 scores. ``phi[group][split]`` is ``[K, N]`` φ (= KLoM margin) for group in unlearned, oracle,
     baseline (and, for the NeurIPS 2023 variant of the challenge score, one_original: one original unlearned K
-    times) and split in forget, retain, test; ``accuracy[group][split]`` the per-model accuracies ``[K]``."""
+    times) and split in forget, retain, test; ``accuracy[group][split]`` the per-model accuracies ``[K]``, or None
+    where the models have none (the challenge score then has no final score and no ratios)."""
     u, o, b = phi["unlearned"], phi["oracle"], phi["baseline"]
 
     def challenge(group: str, scores: dict[str, np.ndarray]) -> ForgettingQuality:
+        if accuracy is None:
+            return forgetting_quality(scores["forget"], o["forget"])
         return forgetting_quality(scores["forget"], o["forget"],
                                   retain_acc=(accuracy[group]["retain"], accuracy["oracle"]["retain"]),
                                   test_acc=(accuracy[group]["test"], accuracy["oracle"]["test"]))

@@ -44,7 +44,7 @@ def parse_methods(raw: dict[str, Any], tasks: set[str]) -> dict[str, dict[str, A
         raise ConfigError("exclude", f"expected a list of method names from {', '.join(known)}; got {exclude!r}")
     if value == "all":
         chosen = {n: {} for n, cls in known.items() if n != "retrain" and not cls.needs_special_original
-                  and tasks & set(cls.tasks) and n not in exclude}
+                  and cls.forgets and tasks & set(cls.tasks) and n not in exclude}
     elif isinstance(value, list):
         chosen = {n: {} for n in value}
     elif isinstance(value, dict):

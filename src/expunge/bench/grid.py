@@ -104,6 +104,8 @@ def expand(bench: BenchSpec) -> Grid:
     b = _Builder()
     cells: list[Cell] = []
     scoring = {"scoring": dict(bench.scoring)} if bench.scoring else {}   # only then: other benches keep their keys
+    without_iam = {k: v for k, v in bench.scoring.items() if k != "evidence"}   # tuning goes without IAM
+    tuning_scoring = {"scoring": without_iam} if without_iam else {}
     for setup in bench.setups:
         methods = bench.methods_for(setup)
         originals = {seed: _original(b, setup, seed) for seed in bench.seeds}
@@ -114,13 +116,13 @@ def expand(bench: BenchSpec) -> Grid:
                 to = _original(b, setup, t.seed)
                 tforget, tdeps = _forget(b, _tuning_request(bench, scenario), t.forget_seed, to, {})
                 tlabels = {"setup": setup.label, "scenario": f"tuning for {scenario.name}", "seed": t.seed}
-                tor = b.add("oracle", {"forget": tforget, "seed": t.seed, **scoring}, {"original": to, **tdeps},
+                tor = b.add("oracle", {"forget": tforget, "seed": t.seed, **tuning_scoring}, {"original": to, **tdeps},
                             tlabels)
                 for m in (m for m in t.methods if m in methods):
                     searched = set(t.space.get(m) or registered()[base_method(m)].grid)
                     fixed = {k: v for k, v in methods[m].items() if k not in searched}
                     spec = {"forget": tforget, "method": base_method(m), "fixed": fixed, "trials": t.trials,
-                            "space": t.space.get(m), "objective": t.objective, "seed": t.seed, **scoring}
+                            "space": t.space.get(m), "objective": t.objective, "seed": t.seed, **tuning_scoring}
                     tunes[m] = b.add("tune", spec, {"original": to, "oracle": tor}, {**tlabels, "method": m})
             for seed in bench.seeds:
                 o = originals[seed]

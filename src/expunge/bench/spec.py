@@ -27,7 +27,8 @@ summary: benchmarks/results/digits.json         # optional extra copy of results
 device: cpu           # where jobs run: cpu (default), auto, cuda, cuda:N, mps (expunge.devices); not cpu: new job keys
 scoring: {max_examples: 100}   # optional extra arguments of expunge.evaluate (language models: rows scored per set;
                                # image generators: samples_per_class, images drawn per class, and
-                               # attack: false, no embedding-space attack)
+                               # attack: false, no embedding-space attack; classifiers: evidence: iam, IAM of
+                               # every row against one shadow per job, trained from the cell's original)
 noise_floor: true     # a second oracle per cell (another seed), scored against the oracle: the noise floor
                       # (default: on the language and generation tasks only; elsewhere the oracles of different
                       # seeds are paired)

@@ -110,7 +110,7 @@ def candidates(original: nn.Module, data: Dataset) -> tuple[list[str], dict[str,
     for name, cls in sorted(registered().items()):
         if task not in cls.tasks:
             continue
-        if name == FALLBACK:
+        if name == FALLBACK or not cls.forgets:      # the oracle itself; a do-nothing baseline
             continue
         if cls.needs_special_original:
             skipped[name] = "needs a specially trained original (a SISA ensemble)"

@@ -547,6 +547,9 @@ def _check_method_name(method: str, args: dict[str, Any]) -> None:
 
         check_budget(args)
         return
+    if not registry.get(method).forgets:
+        raise ValueError(f"method {method!r} forgets nothing (the do-nothing baseline an audit must flag); a "
+                         "deletion request needs a method that forgets")
     registry.get(method)(**args)
 
 

@@ -136,13 +136,16 @@ def experiment_row(ws: Any, exp_id: str) -> dict[str, Any]:
 def experiments_payload(ws: Any) -> dict[str, Any]:
     """``/api/experiments``: the rows and the table's columns (the data layer's, then any other score the rows
     carry, such as a language model's truth ratio)."""
-    from ..report import GENERATION_COLUMNS, LANGUAGE_COLUMNS, REGRESSION_COLUMNS
+    from ..report import GENERATION_COLUMNS, IAM_COLUMNS, LANGUAGE_COLUMNS, REGRESSION_COLUMNS
     from .sources import COLUMNS
 
     rows = ws.experiments()
     known = {c["key"] for c in COLUMNS}
-    labels = {key: label for label, key in REGRESSION_COLUMNS + LANGUAGE_COLUMNS + GENERATION_COLUMNS}
-    extra = sorted({k for r in rows for k in (r.get("scores") or {}) if k not in known})
+    reported = REGRESSION_COLUMNS + LANGUAGE_COLUMNS + GENERATION_COLUMNS + IAM_COLUMNS
+    labels = {key: label for label, key in reported}
+    order = {key: i for i, (_, key) in reversed(list(enumerate(reported)))}     # the reports' order, then by name
+    extra = sorted({k for r in rows for k in (r.get("scores") or {}) if k not in known},
+                   key=lambda k: (order.get(k, len(order)), k))
     columns = [dict(c) for c in COLUMNS] + [{"key": k, "label": labels.get(k, k.replace("_", " "))} for k in extra]
     return {"experiments": rows, "columns": columns}
 

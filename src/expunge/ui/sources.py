@@ -735,8 +735,8 @@ def _num(v: Any) -> float | None:
 
 def _scores(metrics: dict[str, float], floor: float | None) -> dict[str, float | None]:
     """The row's scores: UA, RA, TA, MIA, Avg. Gap, noise floor and seconds where measured (None elsewhere); for
-    language and generation rows also the columns their reports show."""
-    from ..report import GENERATION_COLUMNS, LANGUAGE_COLUMNS, REGRESSION_COLUMNS
+    language and generation rows also the columns their reports show, and IAM's where it was asked for."""
+    from ..report import GENERATION_COLUMNS, IAM_COLUMNS, LANGUAGE_COLUMNS, REGRESSION_COLUMNS
     from ..verdict import task_of
 
     out = {k: _num(metrics.get(m)) for k, m in SCORE_KEYS.items()}
@@ -749,7 +749,7 @@ def _scores(metrics: dict[str, float], floor: float | None) -> dict[str, float |
             out[column] = _num(metrics.get(key))
         extra = {"language": LANGUAGE_COLUMNS, "generation": GENERATION_COLUMNS,
                  "regression": REGRESSION_COLUMNS}.get(task, [])
-        for _, key in extra:
+        for _, key in extra + IAM_COLUMNS:
             if key in metrics and key not in shown.values():
                 out[key] = _num(metrics[key])
     return out

@@ -25,6 +25,17 @@
     var cols = E.state.columns && E.state.columns.length ? E.state.columns : DEFAULT_COLUMNS;
     return cols.filter(function (c) { return c.key !== "id"; });
   }
+  /* The columns worth showing for these rows: the text columns always, a score only where one of the rows has it
+     (a language bench's columns stay out of a table filtered to classifiers, UA and RA out of one filtered to
+     language models), so the table does not scroll sideways for columns that are all dashes. */
+  function shownColumns(rows) {
+    var cols = columns();
+    if (!rows.length) return cols;
+    return cols.filter(function (c) {
+      if (TEXT_KEYS[c.key] || c.key === "args" || c.key === "seed") return true;
+      return rows.some(function (r) { var v = value(r, c.key); return v !== null && v !== undefined; });
+    });
+  }
   function searchable(row) {
     if (row._search === undefined) {
       row._search = [row.method, E.argsText(row.args), row.scenario, row.status, row.source, row.task, row.kind,
@@ -87,7 +98,7 @@
   }
 
   function renderTable(container, ctx) {
-    var cols = columns();
+    var cols = shownColumns(E.state.rows);
     var rows = E.state.rows;
     if (!rows.length) {
       E.empty(container, "No experiments found under the given paths. Run <code>expunge bench " +
@@ -99,19 +110,23 @@
     var bar = E.el("div", "toolbar");
     bar.innerHTML = '<input type="search" class="filter" placeholder="Filter: method, argument, scenario, status…" ' +
       'aria-label="filter rows" value="' + E.esc(table.filter) + '">' +
-      '<span class="count"></span><span class="hint">Click a header to sort · A and B pick the models to contrast' +
+      '<span class="count"></span><span class="hint">Click a header to sort · A and B pick the models to contrast · ' +
+      "columns empty for the rows shown are hidden" +
       "</span>";
     container.appendChild(bar);
     var wrap = E.el("div", "table-wrap");
-    var head = '<thead><tr><th class="pick" title="model A">A</th><th class="pick" title="model B">B</th>' +
-      cols.map(function (c) {
-        var sorted = table.sort === c.key ? (table.dir > 0 ? " ▲" : " ▼") : "";
-        return '<th data-key="' + E.esc(c.key) + '" class="' + (TEXT_KEYS[c.key] ? "" : "num") +
-               '" aria-sort="' + (sorted ? (table.dir > 0 ? "ascending" : "descending") : "none") + '">' +
-               E.esc(c.label) + sorted + "</th>";
-      }).join("") + "</tr></thead>";
-    wrap.innerHTML = '<table class="experiments">' + head + "<tbody></tbody></table>";
+    function headRow() {
+      return '<tr><th class="pick" title="model A">A</th><th class="pick" title="model B">B</th>' +
+        cols.map(function (c) {
+          var sorted = table.sort === c.key ? (table.dir > 0 ? " ▲" : " ▼") : "";
+          return '<th data-key="' + E.esc(c.key) + '" class="' + (TEXT_KEYS[c.key] ? "" : "num") +
+                 '" aria-sort="' + (sorted ? (table.dir > 0 ? "ascending" : "descending") : "none") + '">' +
+                 E.esc(c.label) + sorted + "</th>";
+        }).join("") + "</tr>";
+    }
+    wrap.innerHTML = '<table class="experiments"><thead>' + headRow() + "</thead><tbody></tbody></table>";
     container.appendChild(wrap);
+    var thead = wrap.querySelector("thead");
     var tbody = wrap.querySelector("tbody");
     var count = bar.querySelector(".count");
 
@@ -119,6 +134,11 @@
     function fill(first) {
       var shown = visibleRows(), serial = ++fills;
       if (rest) { clearTimeout(rest); rest = null; }
+      var wanted = shownColumns(shown);          // the filter decides which score columns have values
+      if (wanted.map(function (c) { return c.key; }).join() !== cols.map(function (c) { return c.key; }).join()) {
+        cols = wanted;
+        thead.innerHTML = headRow();
+      }
       // a long table paints its first screenful at once and the rest right after (layout of a thousand rows
       // would hold back the first paint)
       var head = first && shown.length > FIRST_ROWS ? shown.slice(0, FIRST_ROWS) : shown;
