@@ -21,24 +21,34 @@ For every score (:data:`SCORES`), oriented so that higher means farther from ret
 - value per method: the median over repetitions;
 - the oracle band: what the audit compares the score with, from the retrain audits (median edges over
   repetitions): the audit's own band where it reports one (retain leakage, the vulnerable-sample games), the SWAP
-  test's oracle-vs-oracle interval, the verdict's margins around the oracle-vs-oracle baseline (U-LiRA and LiRA
-  AUC: ``expunge.verdict.auc_margin``; forgetting quality F: ``AUDIT_MARGIN``), for KLoM (no band in the audit) the
-  baseline mean ± 1.96 standard errors of the difference of two means over forget examples (:func:`klom_band`),
-  for IAM the 2.5-97.5% quantiles of the oracles';
+  test's 95% bootstrap interval of the oracle-vs-oracle advantage (an interval for the baseline's own estimate, not
+  a band for another model's: no rate), the verdict's margins around the oracle-vs-oracle baseline (U-LiRA and
+  LiRA AUC: ``expunge.verdict.auc_margin``, max(0.05, 2 standard errors); forgetting quality F: ``AUDIT_MARGIN``;
+  neither states a rate), for KLoM (no band in the audit) the baseline mean ± 1.96 Welch standard errors of a
+  difference of two means over forget examples (:func:`klom_band`; the two sets are paired, the same examples
+  against the same oracles, which the Welch error ignores, so its rate is not known; the stored rows hold no
+  per-example values for a paired band), for IAM the 95% prediction band of :data:`IAM_ORACLES` oracles' values
+  (``expunge.audit.leakage._prediction_band``: with 16 values their smallest and largest, which one more
+  exchangeable value lies beyond with probability 1/17 on each side);
 - ranking: correct when retraining scores lowest and doing nothing highest, on the medians (and the share of
   repetitions where it holds); ``retrain_closest``: retraining's median nearest the band's centre on either side
   (an overshooting method lies far below a one-sided score's band, where the ranking counts it as close);
-- power: the share of repetitions in which doing nothing lies beyond the band's far edge; calibration: the share
-  in which retraining does, to read against the band's nominal rate (:attr:`Score.nominal`; None where the rule
-  has no stated rate). With R repetitions a share moves in steps of 1/R: a calibration of 0 or 1/R cannot tell a
-  2.5% rate from 10%; it catches only a band that retraining leaves most of the time.
+- power: the share of repetitions in which doing nothing lies beyond the band's far edge (the side the audit
+  flags); calibration: the shares in which retraining lies beyond the far edge and beyond the near edge, each to
+  read against the band's nominal rate per side (:attr:`Score.nominal`; None where the rule states none). With R
+  repetitions a share moves in steps of 1/R: a calibration of 0 or 1/R cannot tell a 2.5% rate from 10%; it
+  catches only a band that retraining leaves often.
+
+The rows keep every number the scores read, so ``--rescore`` recomputes the scores without training: it first
+re-derives from stored numbers what depends on code that may change (IAM's band from the oracles' stored values;
+the verdict from the stored summary by the current ``expunge.verdict.audit_verdict``, which judges rows without
+the audit's newer permutation bands by its margins), then the meta-evaluation.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -54,19 +64,32 @@ MIDDLE = ("finetune", "random_label")         # between doing nothing and retrai
 SEED_STRIDE = 10_000                           # audit seeds of repetition r: r * SEED_STRIDE + [0, 4K)
 IAM_ORACLES = 16                               # baseline oracles scored by IAM for its band
 Z95 = 1.959963984540054
+PERMUTATION_RATE = 0.025                       # per side: the central 95% of a permutation distribution
+
+
+def prediction_rate(m: float) -> float:
+    """The rate, per side, at which one more exchangeable value lies beyond the 95% prediction band of ``m`` values
+    (``expunge.audit.leakage._prediction_band``: the ⌈0.975 (m + 1)⌉-th smallest, at most the largest): 1/17 for
+    16 values, 1/65 for 64, 3/129 for 128; NaN for no value."""
+    if not (isinstance(m, (int, float)) and math.isfinite(m)) or m < 1:
+        return math.nan
+    m = int(m)
+    return (m + 1 - min(math.ceil(0.975 * (m + 1)), m)) / (m + 1)
 
 
 @dataclass(frozen=True)
 class Score:
     """One score: ``read(row)`` gives ``(value, band_low, band_high)`` with higher values farther from retraining
-    (scores where lower is worse are negated); ``nominal``: the rate at which an oracle falls beyond the band's high
-    edge by construction (None where the rule states none)."""
+    (scores where lower is worse are negated); ``nominal``: the rate, per side, at which an oracle falls beyond the
+    band's edge by construction, a number or a function of the retrain row (a band whose rate depends on the
+    number of models; the median over repetitions is reported), None where the rule states none."""
 
     key: str
     label: str
     read: Callable[[dict[str, float]], tuple[float, float, float]]
-    nominal: float | None = 0.025
+    nominal: float | Callable[[dict[str, float]], float] | None = None
     ranked: bool = True          # False for a yes/no score, whose ties say nothing about an order
+    two_sided: bool = True       # False for a yes/no score: its band has no near edge to fall below
 
 
 def _keys(value: str, low: str, high: str, sign: float = 1.0) -> Callable[[dict[str, float]], tuple]:
@@ -98,25 +121,30 @@ SCORES: tuple[Score, ...] = (
     Score("lira_auc", "LiRA AUC of the audited model (tier 1)",
           _around("lira_auc", "lira_oracle_auc", "lira_margin")),
     Score("retain_leakage", "retain leakage, AUC difference (unlearned models)",
-          _keys("retain_leakage_auc_difference", "retain_leakage_auc_band_low", "retain_leakage_auc_band_high")),
+          _keys("retain_leakage_auc_difference", "retain_leakage_auc_band_low", "retain_leakage_auc_band_high"),
+          PERMUTATION_RATE),
     Score("retain_leakage_audited", "retain leakage, AUC difference (audited model)",
           _keys("retain_leakage_audited_auc_difference", "retain_leakage_audited_auc_band_low",
-                "retain_leakage_audited_auc_band_high")),
+                "retain_leakage_audited_auc_band_high"),
+          lambda r: prediction_rate(2 * r.get("n_models", math.nan))),     # the 2K single oracles' band
     Score("swap_advantage", "SWAP-test advantage",
           _keys("swap_advantage", "swap_advantage_baseline_ci_low", "swap_advantage_baseline_ci_high")),
     Score("vulnerable_efficacy_auc", "vulnerable top-v: efficacy (U-LiRA) AUC",
-          _keys("vulnerable_efficacy_auc", "vulnerable_efficacy_auc_band_low", "vulnerable_efficacy_auc_band_high")),
+          _keys("vulnerable_efficacy_auc", "vulnerable_efficacy_auc_band_low", "vulnerable_efficacy_auc_band_high"),
+          PERMUTATION_RATE),
     Score("population_efficacy_auc", "whole forget set: efficacy (U-LiRA) AUC",
           _keys("vulnerable_population_efficacy_auc", "vulnerable_population_efficacy_auc_band_low",
-                "vulnerable_population_efficacy_auc_band_high")),
+                "vulnerable_population_efficacy_auc_band_high"), PERMUTATION_RATE),
     Score("vulnerable_privacy_auc", "vulnerable top-v: privacy (LiRA) AUC",
-          _keys("vulnerable_privacy_auc", "vulnerable_privacy_auc_band_low", "vulnerable_privacy_auc_band_high")),
+          _keys("vulnerable_privacy_auc", "vulnerable_privacy_auc_band_low", "vulnerable_privacy_auc_band_high"),
+          PERMUTATION_RATE),
     Score("population_privacy_auc", "whole forget set: privacy (LiRA) AUC",
           _keys("vulnerable_population_privacy_auc", "vulnerable_population_privacy_auc_band_low",
-                "vulnerable_population_privacy_auc_band_high")),
+                "vulnerable_population_privacy_auc_band_high"), PERMUTATION_RATE),
     Score("iam_completeness", "IAM completeness of the audited model (−completeness)",
-          _keys("iam_completeness_mean", "iam_band_low", "iam_band_high", -1.0)),
-    Score("verdict", "the audit's verdict (1 = distinguishable)", _verdict, None, ranked=False),
+          _keys("iam_completeness_mean", "iam_band_low", "iam_band_high", -1.0),
+          lambda r: prediction_rate(r.get("iam_band_oracles", math.nan))),
+    Score("verdict", "the audit's verdict (1 = distinguishable)", _verdict, None, ranked=False, two_sided=False),
 )
 
 
@@ -127,6 +155,14 @@ def flagged(value: float, high: float) -> bool | None:
     if not (math.isfinite(value) and math.isfinite(high)):
         return None
     return bool(value > high)
+
+
+def below(value: float, low: float) -> bool | None:
+    """Beyond the band's near edge (closer to, or past, where retraining sits than the oracles); None when
+    unknown."""
+    if not (math.isfinite(value) and math.isfinite(low)):
+        return None
+    return bool(value < low)
 
 
 def ranking_parts(values: dict[str, float]) -> tuple[bool, bool] | None:
@@ -170,8 +206,9 @@ def meta_evaluate(repetitions: list[dict[str, dict[str, float]]],
                   scores: tuple[Score, ...] = SCORES) -> dict[str, dict[str, Any]]:
     """Per score: oriented median value per method, the oracle band (median edges over the retrain audits), the
     ranking on the medians and its share over repetitions, the share of repetitions each method is flagged in
-    (``flagged``; power = identity's, calibration = retrain's) and the nominal rate. ``repetitions``: one dict per
-    repetition, method → its flat row."""
+    (``flagged``: beyond the far edge; power = identity's, calibration = retrain's), the share each lies beyond the
+    near edge (``below``; retrain's is ``calibration_below``, None for a one-sided score) and the nominal rate per
+    side. ``repetitions``: one dict per repetition, method → its flat row."""
     out: dict[str, dict[str, Any]] = {}
     for s in scores:
         read = {m: [s.read(rep[m]) for rep in repetitions if m in rep] for m in METHODS}
@@ -180,14 +217,19 @@ def meta_evaluate(repetitions: list[dict[str, dict[str, float]]],
         per_rep = [ranking_correct({m: s.read(rep[m])[0] for m in METHODS if m in rep}) if s.ranked else None
                    for rep in repetitions]
         shares = {m: _share([flagged(v, hi) for v, _, hi in read[m]]) for m in METHODS}
+        under = {m: _share([below(v, lo) for v, lo, _ in read[m]]) if s.two_sided else None for m in METHODS}
+        nominal = s.nominal
+        if callable(nominal):
+            nominal = _median([nominal(rep["retrain"]) for rep in repetitions if "retrain" in rep])
         parts = ranking_parts({m: math.nan if v is None else v for m, v in medians.items()}) if s.ranked else None
         closest = retrain_closest(medians, band) if s.ranked else None
         out[s.key] = {"label": s.label, "values": medians, "band": list(band),
                       "ranking": None if parts is None else all(parts),
                       "retrain_lowest": None if parts is None else parts[0],
                       "identity_highest": None if parts is None else parts[1], "retrain_closest": closest,
-                      "ranking_share": _share(per_rep), "flagged": shares, "power": shares["identity"],
-                      "calibration": shares["retrain"], "nominal": s.nominal, "repetitions": len(repetitions)}
+                      "ranking_share": _share(per_rep), "flagged": shares, "below": under,
+                      "power": shares["identity"], "calibration": shares["retrain"],
+                      "calibration_below": under["retrain"], "nominal": nominal, "repetitions": len(repetitions)}
     return out
 
 
@@ -195,9 +237,11 @@ def meta_evaluate(repetitions: list[dict[str, dict[str, float]]],
 
 def klom_band(baseline: np.ndarray, unlearned: np.ndarray) -> tuple[float, float]:
     """The band a mean KLoM is judged against: the oracle-vs-oracle mean ± 1.96 standard errors of the difference
-    of the two means (Welch: √((s_b² + s_u²)/n) from both sets of per-example values), so that a method whose
-    per-example KLoM is distributed as the oracles' lands above it 2.5% of the time. (With the baseline's spread
-    alone, ± 1.96·√2·s_b/√n, skewed per-example values land above it far more often: 4% for exponential ones.)"""
+    of the two means (Welch: √((s_b² + s_u²)/n) from both sets of per-example values), so that a mean over
+    per-example values drawn independently of the baseline's, distributed as they are, lands above it 2.5% of the
+    time. (With the baseline's spread alone, ± 1.96·√2·s_b/√n, skewed per-example values land above it far more
+    often: 4% for exponential ones.) In the audit the two sets are paired (the same forget examples against the
+    same oracles), which this band ignores: its rate there is not known, and the KLoM score states none."""
     b, u = (np.asarray(x, dtype=float) for x in (baseline, unlearned))
     b, u = b[np.isfinite(b)], u[np.isfinite(u)]
     if len(b) < 2 or len(u) < 2:
@@ -217,25 +261,60 @@ def audit_row(result: Any) -> dict[str, float]:
     row["f_margin"] = AUDIT_MARGIN
     row["klom_band_low"], row["klom_band_high"] = klom_band(result.tier2.klom_baseline["forget"].per_example,
                                                             result.tier2.klom["forget"].per_example)
-    row["verdict_distinguishable"] = float("DISTINGUISHABLE" in result.verdict())
+    row["n_forget"], row["n_test"] = float(n_f), float(n_t)
+    row["verdict_distinguishable"] = verdict_flag(row)
     return row
 
 
+def verdict_flag(row: dict[str, float]) -> float:
+    """1.0 when ``expunge.verdict.audit_verdict`` of the stored summary says distinguishable, else 0.0 (also when
+    inconclusive); the sizes from ``n_forget``/``n_test``, or, in rows written before those were kept, from IAM's
+    forget count and retain leakage's non-members (the test set)."""
+    from expunge.verdict import audit_verdict
+
+    n_f = row.get("n_forget", row.get("iam_n_forget", math.nan))
+    n_t = row.get("n_test", row.get("retain_leakage_n_nonmembers", math.nan))
+    summary = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+    line = audit_verdict(summary, int(row.get("evidence_tier", 0)), {"forget": n_f, "test": n_t})
+    return float("DISTINGUISHABLE" in line)
+
+
 def iam_band(values: list[float]) -> tuple[float, float]:
+    """The 95% prediction band of the oracles' IAM values (``expunge.audit.leakage._prediction_band``; its rate per
+    side :func:`prediction_rate` of their number)."""
+    from expunge.audit.leakage import _prediction_band
+
     x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
     if len(x) < 2:
         return math.nan, math.nan
-    return float(np.quantile(x, 0.025)), float(np.quantile(x, 0.975))
+    return _prediction_band(x)
+
+
+def rederive(summary: dict[str, Any]) -> list[dict[str, dict[str, float]]]:
+    """The stored rows (None read as NaN) with what depends on changeable code re-derived from stored numbers:
+    IAM's band and its number of oracles from each repetition's stored oracle values, the verdict by
+    :func:`verdict_flag`."""
+    reps = [{m: {k: math.nan if v is None else v for k, v in row.items()} for m, row in rep.items()}
+            for rep in summary["rows"]]
+    for rep, timing in zip(reps, summary.get("timings", [])):
+        oracle = [math.nan if v is None else v for v in timing.get("oracle_iam") or []]
+        low, high = iam_band(oracle)
+        for row in rep.values():
+            if oracle:
+                row["iam_band_low"], row["iam_band_high"] = low, high
+                row["iam_band_oracles"] = float(sum(math.isfinite(v) for v in oracle))
+            row["verdict_distinguishable"] = verdict_flag(row)
+    return reps
 
 
 def repetition(setup: dict[str, Any], *, n_models: int, seed: int, iam_oracles: int = IAM_ORACLES,
                top: int | None = None, mode: str = "vulnerable") -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """One repetition: the four audits on shared models, IAM of each audited model and of ``iam_oracles`` baseline
-    oracles, each against a shadow of its own seeded by ``seed`` (``iam``'s default; the audit's own ``iam_*``
-    numbers, against a shadow of a baseline oracle, are replaced by these so that the value and its band are alike;
-    its ``iam_oracle_*`` stay as the audit gave them); returns method → row, and timings."""
+    oracles, all against one shadow seeded by ``seed`` (``expunge.audit.iam.train_shadow``, trained once from
+    original 0's architecture and recipe; the audit's own ``iam_*`` numbers are replaced by these so that the value
+    and its band are alike; its ``iam_oracle_*`` stay as the audit gave them); returns method → row, and timings."""
     from expunge.audit import audit_methods
-    from expunge.audit.iam import iam
+    from expunge.audit.iam import iam, train_shadow
 
     data = {k: setup[k] for k in ("train", "test")}
     sets = {k: setup[k] for k in ("forget", "retain")}
@@ -245,15 +324,17 @@ def repetition(setup: dict[str, Any], *, n_models: int, seed: int, iam_oracles: 
                             recipe=setup["recipe"], n_models=n_models, seed=seed, swap=True, mode=mode, top=top)
     audits = time.perf_counter() - start
     t0 = time.perf_counter()
-    oracle_iam = [iam(shared["baseline"].member(i), **sets, test=data["test"], seed=seed).summary()
+    shadow = train_shadow(shared["original"].member(0), **sets, seed=seed)
+    oracle_iam = [iam(shared["baseline"].member(i), **sets, test=data["test"], shadow=shadow).summary()
                   ["iam_completeness_mean"] for i in range(min(iam_oracles, n_models))]
     low, high = iam_band(oracle_iam)
     rows = {}
     for name, result in results.items():
         row = audit_row(result)
         model = _audited(result, shared, setup, name, seed)
-        row.update(iam(model, **sets, test=data["test"], seed=seed).summary())
+        row.update(iam(model, **sets, test=data["test"], shadow=shadow).summary())
         row["iam_band_low"], row["iam_band_high"] = low, high
+        row["iam_band_oracles"] = float(sum(math.isfinite(v) for v in oracle_iam))
         rows[name] = row
     timing = {"audits_seconds": audits, "iam_seconds": time.perf_counter() - t0,
               "stage_seconds": {n: r.seconds for n, r in results.items()}, "oracle_iam": oracle_iam}
@@ -327,13 +408,13 @@ def run(name: str | dict[str, Any], *, n_models: int, repeats: int, out: Path | 
     ``repeats`` repetitions of the four audits at K = ``n_models`` (``mode="standard"`` leaves the vulnerable-sample
     games out). ``previous``: an earlier run's summary of the same setup and K, extended by ``repeats`` more
     repetitions (the next audit seeds)."""
+    from expunge.threads import get_threads
+
     setup = SETUPS[name]() if isinstance(name, str) else name
     reps, timings, first, before = [], [], 0, 0.0
     if previous is not None:
-        if previous["n_models"] != n_models or previous["setup"] != setup["description"]:
-            raise ValueError("--extend needs the same setup and K as the results it extends")
-        reps = [{m: {k: math.nan if v is None else v for k, v in row.items()} for m, row in rep.items()}
-                for rep in previous["rows"]]
+        check_extends(previous, setup, n_models=n_models, iam_oracles=iam_oracles, mode=mode, top=top)
+        reps = rederive(previous)
         timings, first, before = list(previous["timings"]), len(previous["rows"]), previous["seconds"]
     start = time.perf_counter()
     for r in range(first, first + repeats):
@@ -348,7 +429,7 @@ def run(name: str | dict[str, Any], *, n_models: int, repeats: int, out: Path | 
     meta = meta_evaluate(reps)
     summary = {"setup": setup["description"], "dataset": setup["name"], "n_models": n_models,
                "repetitions": len(reps), "seeds": [t["seed"] for t in timings], "methods": setup["methods"],
-               "iam_oracles": iam_oracles, "threads": int(os.environ.get("OMP_NUM_THREADS", "0") or 0),
+               "iam_oracles": iam_oracles, "mode": mode, "top": top, "threads": get_threads(),
                "seconds": before + time.perf_counter() - start,
                "scores": meta, "rows": reps, "timings": timings}
     summary["sharing"] = sharing(timings)
@@ -359,6 +440,19 @@ def run(name: str | dict[str, Any], *, n_models: int, repeats: int, out: Path | 
         out.write_text(json.dumps(_clean(summary), indent=1) + "\n")
         echo(f"wrote {out} in {summary['seconds']:.0f}s")
     return summary
+
+
+def check_extends(previous: dict[str, Any], setup: dict[str, Any], **settings: Any) -> None:
+    """Refuse, in one line, extending results of another setup, K, methods, IAM oracle count, mode or top (results
+    written before mode and top were kept ran the vulnerable mode with the default top)."""
+    ours = {"setup": setup["description"], "n_models": settings["n_models"],
+            "methods": json.loads(json.dumps(_clean(setup["methods"]))), "iam_oracles": settings["iam_oracles"],
+            "mode": settings["mode"], "top": settings["top"]}
+    theirs = {**{"mode": "vulnerable", "top": None}, **{k: previous.get(k) for k in ours if k in previous}}
+    differ = [k for k in ours if theirs.get(k) != ours[k]]
+    if differ:
+        raise ValueError(f"--extend needs the same setup and K, methods, IAM oracles, mode and top as the results it "
+                         f"extends; these differ: {', '.join(differ)}")
 
 
 SHARED_STAGES = ("originals", "oracles", "baseline", "swap originals")
@@ -400,18 +494,21 @@ def _share_cell(x: float | None, n: int) -> str:
 
 def table(summary: dict[str, Any]) -> list[str]:
     """One Markdown table: a row per score, oriented values (higher = farther from retraining) per method, the
-    oracle band, the ranking, power and calibration."""
+    oracle band, the ranking, whether retraining is nearest the band's centre, power, and calibration: retraining
+    beyond the far edge and beyond the near edge, with the nominal rate per side."""
     n = summary["repetitions"]
     lines = ["| score (oriented: higher = farther from retraining) | identity | finetune | random_label | retrain "
-             "| oracle band | ranking (reps) | power | calibration (nominal) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| oracle band | ranking (reps) | retrain closest | power | calibration: above · below (nominal each) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for key, s in summary["scores"].items():
         values = " | ".join(_cell(s["values"][m]) for m in METHODS)
         band = "–" if None in s["band"] else f"{s['band'][0]:.3f} to {s['band'][1]:.3f}"
         ranking = ranking_cell(s)
+        closest = {True: "✓", False: "✗", None: "–"}[s.get("retrain_closest")]
         nominal = "–" if s["nominal"] is None else f"{s['nominal']:.1%}"
+        calibration = f"{_share_cell(s['calibration'], n)} · {_share_cell(s.get('calibration_below'), n)}"
         lines.append(f"| {s['label']} | {values} | {band} | {ranking} ({_share_cell(s['ranking_share'], n)}) "
-                     f"| {_share_cell(s['power'], n)} | {_share_cell(s['calibration'], n)} ({nominal}) |")
+                     f"| {closest} | {_share_cell(s['power'], n)} | {calibration} ({nominal}) |")
     return lines
 
 
@@ -453,12 +550,15 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(tables()))
         return 0
     if a.rescore:
-        for name in SETUPS:
-            path = RESULTS / f"evidence_{name}.json"
+        paths = [p for p in (RESULTS / f"evidence_{name}.json" for name in SETUPS) if p.exists()]
+        if not paths:
+            print(f"no results to rescore: none of {', '.join(f'evidence_{n}.json' for n in SETUPS)} in {RESULTS}",
+                  file=sys.stderr)
+            return 2
+        for path in paths:
             summary = json.loads(path.read_text())
-            rows = [{m: {k: math.nan if v is None else v for k, v in row.items()} for m, row in rep.items()}
-                    for rep in summary["rows"]]
-            summary["scores"] = meta_evaluate(rows)
+            summary["rows"] = rederive(summary)
+            summary["scores"] = meta_evaluate(summary["rows"])
             path.write_text(json.dumps(_clean(summary), indent=1) + "\n")
             print(f"rescored {path}")
         return 0
@@ -468,10 +568,12 @@ def main(argv: list[str] | None = None) -> int:
     r = a.repeats or {"digits": 10, "fashion": 5}[a.dataset]
     if k < 4 or r < 1:
         parser.error("--models must be at least 4 (the vulnerable mode's games) and --repeats at least 1")
+    out = a.out or RESULTS / f"evidence_{a.dataset}.json"
+    if a.extend and not out.exists():
+        parser.error(f"--extend adds repetitions to {out}, which does not exist; run without --extend first")
     from expunge.threads import set_threads
 
     set_threads(1)
-    out = a.out or RESULTS / f"evidence_{a.dataset}.json"
     previous = json.loads(out.read_text()) if a.extend else None
     run(a.dataset, n_models=k, repeats=r, out=out, previous=previous)
     return 0

@@ -62,10 +62,10 @@ class TinyQA:
 
 
 @lru_cache(maxsize=None)
-def tiny_qa_task() -> TinyQA:
-    import expunge
+def qa_sets() -> tuple[Any, Any, Any, Any, Any]:
+    """The tokenizer, the trained facts (people 0-19), the held-out people's facts (20-23), forget (FORGET_PEOPLE)
+    and retain."""
     from expunge.data import TextDataset, split_forget
-    from expunge.lm import llama
 
     records = facts()
     tok = tokenizer(records)
@@ -74,6 +74,15 @@ def tiny_qa_task() -> TinyQA:
     data = TextDataset(trained, tok, groups=[r["author"] for r in trained], name="tiny-qa")
     holdout = TextDataset(held, tok, groups=[r["author"] for r in held], name="tiny-qa holdout")
     forget, retain = split_forget(data, where=lambda person: np.isin(person, FORGET_PEOPLE))
+    return tok, data, holdout, forget, retain
+
+
+@lru_cache(maxsize=None)
+def tiny_qa_task() -> TinyQA:
+    import expunge
+    from expunge.lm import llama
+
+    tok, data, holdout, forget, retain = qa_sets()
     model = llama(tok, hidden=32, layers=2, heads=2, max_positions=64, seed=0)
     original = expunge.train(model, data, seed=0, **RECIPE)
     oracle = expunge.unlearn(original, forget=forget, retain=retain, method="retrain", seed=0)

@@ -200,8 +200,9 @@ def test_comparison_reports_state_the_tier(tmp_path):
 
 def test_cli_audit_writes_reports_and_records_the_run(tmp_path, store, capsys):
     out = tmp_path / "audit"
+    # scoring: {evidence: iam} asks for what every classifier audit reports anyway: accepted
     assert main(["audit", "examples/digits_audit.yaml", "train.epochs=2", "args.epochs=1", "audit.swap=false",
-                 "--models", "4", "--out", str(out)]) == 0
+                 "scoring={evidence: iam}", "--models", "4", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert TIER0_CAVEAT in printed and "most exposed" in printed and "U-LiRA accuracy" in printed
     assert "SWAP test not run: switched off" in printed and "swap_advantage" not in printed
@@ -210,6 +211,7 @@ def test_cli_audit_writes_reports_and_records_the_run(tmp_path, store, capsys):
         assert (out / name).stat().st_size > 0
     data = json.loads((out / "audit.json").read_text())
     assert data["n_models"] == 4 and data["evidence_tier"] == 0 and data["method"] == "finetune"
+    assert "iam_completeness_mean" in data["iam"]
     run_id = printed.strip().split()[-1].rstrip(").")
     assert main(["runs", "show", run_id]) == 0
     shown = capsys.readouterr().out
@@ -228,6 +230,11 @@ def test_cli_audit_writes_reports_and_records_the_run(tmp_path, store, capsys):
     (["examples/digits_audit.yaml", "data.name=friedman"], "the audit scores classifiers"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, store, capsys, argv, message):
+    assert_cli_audit_refuses(argv, message, tmp_path, store, capsys)
+
+
+def assert_cli_audit_refuses(argv, message, tmp_path, store, capsys):
+    """``expunge audit ARGV`` exits 2 with one line containing ``message``, writes nothing and records no run."""
     out = tmp_path / "a"
     assert main(["audit", *argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()

@@ -90,8 +90,9 @@ def test_scoring_evidence_iam_is_taken_for_classifiers_and_refused_elsewhere():
     with pytest.raises(ConfigError, match=r"config error at scoring.evidence: expected iam \(IAM: .*got 'lira'"):
         parse_config({**BASE, "scoring": {"evidence": "lira"}})
     text = {"data": {"name": "authors"}, "forget": {"group_fraction": 0.05}, "method": "npo"}
-    with pytest.raises(ConfigError, match="at scoring: evidence applies to classification data; this is language"):
+    with pytest.raises(ConfigError, match=r"at scoring.evidence: IAM scores classifiers \(it reads the true-label "
+                                          r"probability\); the data is language data"):
         parse_config({**text, "scoring": {"evidence": "iam"}})
     images = {"data": {"name": "digits", "generation": True}, "forget": {"classes": [3]}, "method": "retrain"}
-    with pytest.raises(ConfigError, match="at scoring: evidence applies to classification data; this is generation"):
+    with pytest.raises(ConfigError, match="at scoring.evidence: IAM scores classifiers .*the data is generation data"):
         parse_config({**images, "scoring": {"evidence": "iam"}})

@@ -102,7 +102,16 @@ def test_readme_task_audit_table_is_the_committed_results():
         f"| SWAP advantage scaled (0 = retraining, 1 = kept the data) | {f(a, 'swap_advantage_scaled', 2)} "
         f"({f(a, 'swap_advantage_scaled_ci_low', 2)} to {f(a, 'swap_advantage_scaled_ci_high', 2)}) | – | – | – "
         f"|",
-        f"{lm['meta']['wall seconds']:.0f} s on one core", f"{gan['meta']['wall seconds']:.0f} s;",
+        f"| U-LiRA AUC: permutation band over models (95%) | – | {f(a, 'ulira_band_low', 3)} to "
+        f"{f(a, 'ulira_band_high', 3)} | – | {f(g, 'ulira_band_low', 3)} to {f(g, 'ulira_band_high', 3)} |",
+        f"| challenge F: permutation band's low edge | – | {f(a, 'challenge_band_low', 3)} | – | "
+        f"{f(g, 'challenge_band_low', 3)} |",
+        f"{lm['meta']['wall seconds']:.0f} s wall on 2 cores", f"{gan['meta']['wall seconds']:.0f} s\nwall on 2 cores",
+        f"accuracy to {f(a, 'unlearned_retain_acc', 1)}% against {f(a, 'oracle_retain_acc', 1)}%",
+        f"(0.5 expected) shows how far", f"correspondingly wide ({f(g, 'ulira_band_low', 3)} to "
+        f"{f(g, 'ulira_band_high', 3)}), and the method's U-LiRA\nAUC of {f(g, 'ulira_auc', 3)} lies inside it",
+        f"F ({f(g, 'challenge_forget_quality', 3)}) lies just above its band's low edge "
+        f"({f(g, 'challenge_band_low', 3)})",
         f"falls to {f(a, 'unlearned_forget_acc', 1)}% against the oracles' {f(a, 'oracle_forget_acc', 1)}% (the "
         f"originals' {f(a, 'original_forget_acc', 1)}%)",
         f"accuracy to {f(a, 'unlearned_retain_acc', 1)}% against {f(a, 'oracle_retain_acc', 1)}%",
@@ -117,6 +126,12 @@ def test_readme_task_audit_table_is_the_committed_results():
     assert lm["meta"]["config"] == "examples/authors_audit.yaml" and lm["method"] == "npo" and lm["task"] == "language"
     assert gan["meta"]["config"] == "examples/digits_gan_audit.yaml" and gan["task"] == "generation"
     assert lm["n_models"] == gan["n_models"] == 16 and "swap_advantage_scaled" not in g
+    assert lm["verdict"].startswith("Verdict (tier 1): DISTINGUISHABLE") and "U-LiRA AUC" in lm["verdict"]
+    assert gan["verdict"].startswith("Verdict (tier 1): not distinguishable") and 'the verdict says "not ' in readme
+    # the configs' comments state the same wall time as README
+    for data, config in ((lm, "authors_audit"), (gan, "digits_gan_audit")):
+        comment = (ROOT / "examples" / f"{config}.yaml").read_text()
+        assert f"({data['meta']['wall seconds']:.0f} s wall on 2 cores shared with other jobs)" in comment
 
 
 def test_readme_measured_table_is_the_committed_results():
@@ -247,3 +262,61 @@ def test_readme_evidence_tables_are_the_committed_results():
     lines = evidence.tables()
     assert "\n".join(lines) in readme, "README's meta-evaluation tables disagree with benchmarks/results/" \
         "evidence_*.json; rewrite them with python benchmarks/evidence.py --table"
+
+
+def _evidence_module():
+    import sys
+
+    spec = importlib.util.spec_from_file_location("benchmarks_evidence", ROOT / "benchmarks" / "evidence.py")
+    evidence = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = evidence
+    spec.loader.exec_module(evidence)
+    return evidence
+
+
+@pytest.mark.parametrize("name", ["digits", "fashion"])
+def test_evidence_scores_are_those_of_the_stored_rows(name):
+    """The stored scores are the meta-evaluation of the stored rows, and the rows' re-derived numbers (IAM's band,
+    the verdict by the current rule) are what is stored: a stale JSON asks for --rescore."""
+    evidence = _evidence_module()
+    results = _results(f"evidence_{name}")
+    again = lambda x: json.loads(json.dumps(evidence._clean(x)))      # as the JSON stores it
+    assert again(evidence.rederive(results)) == results["rows"], \
+        f"evidence_{name}.json's rows are stale (IAM band or verdict rule changed): run python " \
+        f"benchmarks/evidence.py --rescore and --table"
+    assert again(evidence.meta_evaluate(evidence.rederive(results))) == results["scores"], \
+        f"evidence_{name}.json's scores are stale: run python benchmarks/evidence.py --rescore and --table"
+
+
+def test_readme_evidence_reading_matches_the_results():
+    """What README's reading of the meta-evaluation says, checked against the stored scores."""
+    d, f = (_results(f"evidence_{n}")["scores"] for n in ("digits", "fashion"))
+    leakage = {"retain_leakage", "retain_leakage_audited"}
+    games = {"vulnerable_efficacy_auc", "vulnerable_privacy_auc", "population_efficacy_auc",
+             "population_privacy_auc"}
+    for scores in (d, f):                              # power: everything flags doing nothing but retain leakage
+        assert all(s["power"] == 1.0 for k, s in scores.items() if k not in leakage)
+        assert scores["retain_leakage_audited"]["power"] == 0.0
+        assert scores["retain_leakage"]["flagged"]["random_label"] == 1.0
+        assert all(s["retrain_closest"] for s in scores.values() if s["ranking"] is not None)
+        assert scores["iam_completeness"]["nominal"] == pytest.approx(1 / 17)
+        assert scores["iam_completeness"]["calibration"] == scores["iam_completeness"]["calibration_below"] == 0.0
+        for k in ("ulira_auc", "lira_auc", "challenge_f", "challenge_f_neurips2023", "swap_advantage",
+                  "klom_forget"):                    # the bands that state no rate never missed retraining
+            assert scores[k]["nominal"] is None and scores[k]["calibration"] == scores[k]["calibration_below"] == 0
+    assert d["retain_leakage"]["power"] == 0.0 and round(f["retain_leakage"]["power"] * 5) == 4
+    assert all(s["calibration"] == 0.0 for s in d.values())
+    below = {k: round(s["calibration_below"] * 10) for k, s in d.items() if s["calibration_below"]}
+    assert below == {"vulnerable_efficacy_auc": 3, "vulnerable_privacy_auc": 1, "retain_leakage_audited": 1}
+    above = {k: round(s["calibration"] * 5) for k, s in f.items() if s["calibration"]}
+    assert above == {"vulnerable_efficacy_auc": 1, "vulnerable_privacy_auc": 1, "population_privacy_auc": 1}
+    assert set(above) <= games and not any(s["calibration_below"] for s in f.values())
+    ranked = {"challenge_f_neurips2023", "swap_advantage", "vulnerable_privacy_auc"}
+    assert {k for k, s in d.items() if s["ranking"]} == ranked
+    assert {k for k, s in f.items() if s["ranking"]} == ranked | {"lira_auc", "vulnerable_efficacy_auc",
+                                                                   "population_privacy_auc"}
+    two_sided = ("ulira_auc", "challenge_f", "klom_forget", "population_efficacy_auc")
+    assert all(d[k]["values"]["random_label"] > d[k]["values"]["identity"] for k in two_sided)   # overshoot
+    assert all(d[k]["below"]["random_label"] > 0.5 for k in ("lira_auc", "population_privacy_auc",
+                                                              "iam_completeness"))
+    assert all(d[k]["values"]["finetune"] > d[k]["values"]["identity"] for k in (*two_sided, "lira_auc"))

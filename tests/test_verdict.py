@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from expunge.verdict import (FORGET_MARGIN, MIN_FLOOR, auc_margin, audit_verdict, degenerate_original, judge,
@@ -141,3 +142,48 @@ def test_generated_sample_shares_get_at_least_their_sampling_noise_as_floor():
     assert floor.of("retain_generation_accuracy") == pytest.approx(3.162, abs=1e-3)
     far = noise_floor([{**agreeing, "gap_retain_generation_accuracy": 7.0}], oracle)
     assert far.of("retain_generation_accuracy") == 7.0          # a measured floor above the noise is kept
+
+
+def test_audit_verdict_needs_both_the_margin_and_the_permutation_band():
+    banded = {"ulira_auc": 0.62, "ulira_baseline_auc": 0.50, "ulira_band_low": 0.3, "ulira_band_high": 0.70,
+              "challenge_forget_quality": 0.15, "challenge_baseline_forget_quality": 0.16,
+              "challenge_band_low": math.nan, "lira_auc": 0.55, "lira_oracle_auc": 0.54,
+              "lira_oracle_auc_high": 0.6}
+    # beyond the margin but inside the band that the spread between models gives: not evidence
+    line = audit_verdict(banded, 1, {"forget": 100, "test": 100})
+    assert "not distinguishable" in line and "band to 0.700" in line
+    assert "DISTINGUISHABLE" in audit_verdict(dict(banded, ulira_band_high=0.6), 1, {"forget": 100, "test": 100})
+    # inside the margin, whatever the band says
+    assert "not distinguishable" in audit_verdict(dict(banded, ulira_auc=0.53, ulira_band_high=0.51), 1,
+                                                  {"forget": 100, "test": 100})
+    low_f = dict(banded, challenge_forget_quality=0.02)
+    assert "not distinguishable" in audit_verdict(dict(low_f, challenge_band_low=0.01), 1)
+    assert "DISTINGUISHABLE" in audit_verdict(dict(low_f, challenge_band_low=0.05), 1)
+    assert "not distinguishable" in audit_verdict(dict(banded, lira_auc=0.7, lira_oracle_auc_high=0.75), 1,
+                                                  {"forget": 100, "test": 100})
+    # a record without bands whose oracles told oracles apart: the margins do not hold, so no verdict either way
+    old = {k: v for k, v in banded.items() if "band" not in k and "high" not in k}
+    shaky = audit_verdict(dict(old, ulira_baseline_auc=0.28, ulira_auc=0.61), 1, {"forget": 146})
+    assert shaky.startswith("Verdict (tier 1): inconclusive: U-LiRA told oracles from oracles with AUC 0.280")
+    assert "DISTINGUISHABLE" in audit_verdict(dict(old, ulira_auc=0.8), 1, {"forget": 100, "test": 100})
+
+
+def test_ulira_permutation_band_holds_when_forget_examples_move_together():
+    """φ with a per-model offset shared by every forget example (as a forgotten class gives): exact retraining (one
+    distribution for every group) passes the margin at 10 of seeds 0-19 (these among them), never the band; a shift of
+    every forget example under the method's models (a kept class) passes both."""
+    from expunge.audit.tier2 import ulira, ulira_band
+
+    def phi(rng, shift=0.0):
+        return rng.normal(size=(16, 1)) + 0.3 * rng.normal(size=(16, 60)) + shift
+
+    margin = auc_margin(16 * 60 / 2, 16 * 60 / 2)
+    for seed in (0, 1, 3):
+        rng = np.random.default_rng(seed)
+        method, oracles, baseline = phi(rng), phi(rng), phi(rng)
+        auc, base = ulira(method, oracles, seed=seed).attack.auc, ulira(baseline, oracles, seed=seed).attack.auc
+        assert auc - base > margin                                   # what the margin alone would flag
+        assert auc <= ulira_band(method, oracles, seed=seed)[1]
+    rng = np.random.default_rng(0)
+    method, oracles = phi(rng, shift=3.0), phi(rng)
+    assert ulira(method, oracles).attack.auc > ulira_band(method, oracles)[1]

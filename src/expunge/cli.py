@@ -265,10 +265,13 @@ def audit(config: Path = typer.Argument(..., help="Experiment YAML file, with an
     cfg, settings = load_audit_config(config, overrides or [], models=models, mode=mode, top=top)
     k = settings.n_models
     prepared = prepare(cfg)
+    from .audit.tasks import task_of
+
+    # language and generation: tier 0's extras; a classifier's scoring (evidence: iam) is what its audit always does
+    scoring = {**prepared.scoring, **cfg.scoring} or None if task_of(prepared.train) else None
     request = dict(forget=prepared.forget, retain=prepared.retain, method=cfg.method, method_args=cfg.args,
                    recipe=cfg.train.to_dict(), n_models=k, seed=settings.seed, swap=settings.swap,
-                   mode=settings.mode, top=settings.top,
-                   scoring={**prepared.scoring, **cfg.scoring} or None)   # language and generation: tier 0's extras
+                   mode=settings.mode, top=settings.top, scoring=scoring)
     check_audit(prepared.template, prepared.train, prepared.test, **request)   # bad input: nothing recorded
     _writable_dir(out, "--out")
     _check_store(store)
@@ -573,6 +576,8 @@ def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Print as JSO
     for name, info in infos.items():
         needs = ", ".join(k for k, v in info.needs.items() if v) or "forget features only"
         _echo(f"{name:18s} {info.summary}")
+        if not info.forgets:
+            _echo(f"{'':18s} does not forget: the do-nothing baseline (audits must flag it; never a competitor)")
         _echo(f"{'':18s} paper: {info.paper or 'none (the exact baseline)'}")
         _echo(f"{'':18s} reference: {info.reference or 'none'}")
         _echo(f"{'':18s} needs: {needs}; tasks: {', '.join(info.tasks)}")

@@ -289,6 +289,10 @@ def parse_scoring(value: Any, task: str | None) -> dict[str, Any]:
     for key, v in value.items():
         if key not in SCORING_KEYS:
             raise ConfigError(f"scoring.{key}", f"unknown key; allowed: {', '.join(SCORING_KEYS)}")
+        if key == "evidence" and task not in (None, "classification"):
+            from .audit.iam import CLASSIFIERS_ONLY        # the wording of the run's check once data is read
+
+            raise ConfigError("scoring.evidence", CLASSIFIERS_ONLY.format(task=task))
         if task != SCORING_KEYS[key] and not (task is None and SCORING_KEYS[key] == "classification"):
             raise ConfigError("scoring", f"{key} applies to {SCORING_KEYS[key]} data; this is "
                                          f"{task or 'classification or regression'} data")

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from . import api
-from .config import ExperimentConfig
+from .config import ConfigError, ExperimentConfig
 from .data import load_builtin, load_csv, load_image_folder, load_npz, split_forget
 from .data.datasets import ArrayDataset, groups_of, standardise
 from .evaluate import evaluate
@@ -67,6 +67,7 @@ class Comparison:
     sizes: dict[str, int] = field(default_factory=dict)   # train, forget, retain and test sizes
     models: dict[str, nn.Module] = field(default_factory=dict, repr=False,
                                          compare=False)   # image generators: the original and oracle (sample grids)
+    iam_shadow_seconds: float | None = field(default=None, compare=False)   # scoring: {evidence: iam}: its training
 
 
 FLOOR_SEED_OFFSET = 10_000   # the noise-floor oracle retrains under seed + this
@@ -313,8 +314,8 @@ def check_experiment(cfg: ExperimentConfig, prepared: Prepared) -> None:
 
         try:
             check_iam_request(prepared.forget, prepared.retain)
-        except ValueError as e:
-            raise ValueError(f"scoring.evidence iam: {e}") from None
+        except ValueError as e:                       # worded as a bench's parse of the same section
+            raise ConfigError("scoring.evidence", str(e)) from None
 
 
 def check_tokenizer(model: nn.Module, train: Dataset) -> None:
@@ -340,7 +341,8 @@ def compare_methods(prepared: Prepared, methods: dict[str, dict[str, Any]], *, r
     (``Comparison.floor``): the gap of exact retraining to itself, which ``expunge.verdict`` reads gaps against.
     ``scoring``: extra ``evaluate`` arguments for every score (a config's ``scoring`` section); with ``evidence:
     "iam"`` one IAM shadow model is trained from the original (after the oracle) and every row, the original's,
-    the oracle's, the noise floor's and each method's, is scored against it (:mod:`expunge.audit.iam`).
+    the oracle's, the noise floor's and each method's, is scored against it (:mod:`expunge.audit.iam`); its
+    training time is ``Comparison.iam_shadow_seconds`` (a run records it as the metric ``iam_shadow_seconds``).
     """
     p = prepared
     scoring = dict(scoring or {})
@@ -368,7 +370,8 @@ def compare_methods(prepared: Prepared, methods: dict[str, dict[str, Any]], *, r
     original_scores = score(original)
     original_scores.pop("rte", None)   # the original's training time is not an unlearning cost
     comp = Comparison(scenario, original_scores, score(oracle, None),
-                      sizes={k: len(getattr(p, k)) for k in ("train", "forget", "retain", "test")})
+                      sizes={k: len(getattr(p, k)) for k in ("train", "forget", "retain", "test")},
+                      iam_shadow_seconds=None if shadow is None else shadow.seconds)
     if is_generative(original):
         comp.models = {"original": original, "oracle": oracle}
     if noise_floor:
@@ -426,6 +429,8 @@ def run_experiment(cfg: ExperimentConfig, *, store: RunStore | None = None, out:
         if store and run_id:
             store.log_metrics(run_id, {**result.scores, **{f"oracle_{k}": v for k, v in comp.oracle.items()},
                                        **{f"original_{k}": v for k, v in comp.original.items()},
+                                       **({} if comp.iam_shadow_seconds is None else
+                                          {"iam_shadow_seconds": comp.iam_shadow_seconds}),
                                        "wall_seconds": time.perf_counter() - start})
             store.log_artifact(run_id, model_path.resolve(), "model")
             for kind, path in references.items():

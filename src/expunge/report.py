@@ -385,11 +385,13 @@ def run_sections(record: Any) -> dict[str, list[Comparison]]:
     m = record.metrics
     original = {k[len("original_"):]: v for k, v in m.items() if k.startswith("original_")}
     oracle = {k[len("oracle_"):]: v for k, v in m.items() if k.startswith("oracle_")}
-    scores = {k: v for k, v in m.items() if not k.startswith(("original_", "oracle_")) and k != "wall_seconds"}
+    scores = {k: v for k, v in m.items() if not k.startswith(("original_", "oracle_"))
+              and k not in ("wall_seconds", "iam_shadow_seconds")}
     forget = ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in record.params.items() if k.startswith("forget."))
     title = f"forget {forget}" if forget else record.name
     method = str(record.params.get("method", record.name))
-    return {title: [Comparison(title, original, oracle, [MethodResult(method, scores)])]}
+    return {title: [Comparison(title, original, oracle, [MethodResult(method, scores)],
+                               iam_shadow_seconds=m.get("iam_shadow_seconds"))]}
 
 
 def verdict_json(rows: Rows) -> dict[str, Any]:

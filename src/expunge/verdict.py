@@ -278,26 +278,48 @@ def auc_margin(n_positive: float, n_negative: float) -> float:
 
 def audit_verdict(summary: dict[str, float], tier: int, sizes: dict[str, int] | None = None) -> str:
     """The one-line verdict of an audit (``AuditResult.summary()`` and ``sizes``): distinguishable from retraining
-    when an attack does better against the unlearned models than against oracles by more than its margin: the
-    U-LiRA AUC over its oracle-vs-oracle baseline and the audited model's LiRA AUC (forget vs test examples) over a
-    held-out oracle's, each by :func:`auc_margin`; the challenge forgetting quality F under its baseline by
-    :data:`AUDIT_MARGIN`. Below tier 1 the line says the models are too few for evidence."""
+    when an attack does better against the unlearned models than against oracles beyond both its margin and its
+    band: the U-LiRA AUC over its oracle-vs-oracle baseline by :func:`auc_margin` and over its permutation band's
+    upper edge (``ulira_band_high``); the challenge forgetting quality F under its baseline by :data:`AUDIT_MARGIN`
+    and under its permutation band's low edge (``challenge_band_low``); the audited model's LiRA AUC (forget vs test
+    examples) over the held-out oracles' mean by :func:`auc_margin` and over their prediction band's upper edge
+    (``lira_oracle_auc_high``). The margins alone treat every model-example pair as independent; the bands come from
+    the spread between models, which is what matters when the forget examples move together (a class-wise request;
+    :mod:`expunge.audit.tier2`). A record without the bands (written before they existed) is judged by the margins,
+    and is **inconclusive** when its oracle-vs-oracle U-LiRA AUC lies outside 0.5 ± its own margin: then the
+    examples move together and the margins cannot be trusted. Below tier 1 the line says the models are too few for
+    evidence."""
     sizes = sizes or {}
     n_f, n_t, k = sizes.get("forget", 0), sizes.get("test", 0), summary.get("n_models", 0)
-    checks = [("U-LiRA AUC", summary.get("ulira_auc"), summary.get("ulira_baseline_auc"), 1.0,
-               auc_margin(k * n_f / 2, k * n_f / 2)),
+    ulira_margin = auc_margin(k * n_f / 2, k * n_f / 2)
+    checks = [("U-LiRA AUC", summary.get("ulira_auc"), summary.get("ulira_baseline_auc"), 1.0, ulira_margin,
+               summary.get("ulira_band_high")),
               ("challenge forgetting quality F", summary.get("challenge_forget_quality"),
-               summary.get("challenge_baseline_forget_quality"), -1.0, AUDIT_MARGIN),
+               summary.get("challenge_baseline_forget_quality"), -1.0, AUDIT_MARGIN,
+               summary.get("challenge_band_low")),
               ("LiRA AUC of the audited model", summary.get("lira_auc"), summary.get("lira_oracle_auc"), 1.0,
-               auc_margin(n_f, n_t))]
+               auc_margin(n_f, n_t), summary.get("lira_oracle_auc_high"))]
     checks = [c for c in checks if _finite(c[1]) and _finite(c[2])]
     if not checks:
         return f"Verdict (tier {tier}): no attack numbers to judge."
-    worse = [c for c in checks if c[3] * (c[1] - c[2]) > c[4]]
-    numbers = "; ".join(f"{name} {v:.3f} vs {b:.3f} for oracles (margin {m:.2f})"
-                        for name, v, b, _, m in worse or checks)
-    line = (f"Verdict (tier {tier}): {'DISTINGUISHABLE' if worse else 'not distinguishable'} from retraining "
-            f"({numbers})")
-    if tier < 1:
-        line += "; tier 0: too few models for this to be evidence"
-    return line + "."
+    tail = "; tier 0: too few models for this to be evidence" if tier < 1 else ""
+    banded = "ulira_band_high" in summary
+    base = summary.get("ulira_baseline_auc")
+    if not banded and _finite(base) and abs(base - 0.5) > ulira_margin:
+        return (f"Verdict (tier {tier}): inconclusive: U-LiRA told oracles from oracles with AUC {base:.3f} (0.5 "
+                f"expected, margin {ulira_margin:.2f}), so the forget examples move together across models and the "
+                f"margins, which treat them as independent, do not hold; this record has no permutation bands "
+                f"(audit again){tail}.")
+
+    def beyond(value: float, baseline: float, sign: float, margin: float, band: float | None) -> bool:
+        over = sign * (value - baseline) > margin
+        return over and (not _finite(band) or sign * (value - band) > 0)
+
+    def numbers(name: str, v: float, b: float, sign: float, m: float, band: float | None) -> str:
+        edge = f", band {'to' if sign > 0 else 'from'} {band:.3f}" if _finite(band) else ""
+        return f"{name} {v:.3f} vs {b:.3f} for oracles (margin {m:.2f}{edge})"
+
+    worse = [c for c in checks if beyond(*c[1:])]
+    shown = "; ".join(numbers(*c) for c in worse or checks)
+    return (f"Verdict (tier {tier}): {'DISTINGUISHABLE' if worse else 'not distinguishable'} from retraining "
+            f"({shown}){tail}.")

@@ -107,7 +107,7 @@ def test_missing_values_count_as_unknown_not_as_unflagged():
     assert ev.flagged(math.nan, 0.6) is None and ev.ranking_correct({"identity": 1.0}) is None
 
 
-def test_klom_band_has_its_stated_rate_for_skewed_oracle_values():
+def test_klom_band_has_its_stated_rate_for_independent_skewed_values():
     rng = np.random.default_rng(0)
     n, trials, hits = 144, 4000, 0
     for _ in range(trials):
@@ -127,6 +127,7 @@ def test_retrain_closest_reads_distance_on_both_sides_of_the_band():
 
 def test_extending_keeps_the_earlier_repetitions_and_rescores_them_all():
     previous = {"setup": "synthetic", "n_models": 4, "seconds": 7.0, "timings": [{"seed": 0}],
+                "methods": dict.fromkeys(ev.METHODS), "iam_oracles": ev.IAM_ORACLES,     # no mode, top: the defaults
                 "rows": [{m: {"ulira_auc": v, "ulira_baseline_auc": 0.5, "ulira_margin": 0.05, "lira_auc": None}
                           for m, v in RIGHT.items()}]}
     setup = {"name": "synthetic", "description": "synthetic", "methods": dict.fromkeys(ev.METHODS)}
@@ -134,16 +135,69 @@ def test_extending_keeps_the_earlier_repetitions_and_rescores_them_all():
     assert out["repetitions"] == 1 and out["seeds"] == [0] and out["seconds"] >= 7.0
     assert out["scores"]["ulira_auc"]["power"] == 1.0 and out["scores"]["ulira_auc"]["calibration"] == 0.0
     assert out["scores"]["lira_auc"]["power"] is None                                 # None read back as unknown
-    with pytest.raises(ValueError, match="same setup and K"):
-        ev.run(setup, n_models=8, repeats=0, previous=previous, echo=lambda _: None)
+    assert (out["mode"], out["top"]) == ("vulnerable", None)
+    for change, differs in ((dict(n_models=8), "n_models"), (dict(mode="standard"), "mode"),
+                            (dict(top=5), "top"), (dict(iam_oracles=4), "iam_oracles"),
+                            (dict(name={**setup, "methods": {**setup["methods"], "finetune": {"epochs": 1}}}),
+                             "methods")):
+        settings = {"name": setup, "n_models": 4, **change}
+        with pytest.raises(ValueError, match=f"same setup and K.*differ: {differs}$"):
+            ev.run(**settings, repeats=0, previous=previous, echo=lambda _: None)
+
+
+def test_rescore_without_results_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ev, "RESULTS", tmp_path)
+    assert ev.main(["--rescore"]) == 2 and "no results to rescore" in capsys.readouterr().err
+    with pytest.raises(SystemExit):                                   # argparse's one line, exit 2
+        ev.main(["digits", "--extend", "--out", str(tmp_path / "none.json")])
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_prediction_band_rates_are_what_one_more_exchangeable_value_does():
+    assert ev.prediction_rate(16) == pytest.approx(1 / 17) and ev.prediction_rate(64) == pytest.approx(1 / 65)
+    assert ev.prediction_rate(128) == pytest.approx(3 / 129) and math.isnan(ev.prediction_rate(math.nan))
+    rng = np.random.default_rng(1)
+    trials = 20000
+    values = rng.normal(size=(trials, 17))            # 16 oracles and one more exchangeable value
+    hits = [values[t, 16] > ev.iam_band(list(values[t, :16]))[1] for t in range(trials)]
+    assert abs(np.mean(hits) - 1 / 17) < 0.006        # 3.4 binomial standard errors; 2.5% would fail
+    lows = [values[t, 16] < ev.iam_band(list(values[t, :16]))[0] for t in range(trials)]
+    assert abs(np.mean(lows) - 1 / 17) < 0.006
+
+
+def test_calibration_counts_both_edges_and_a_nominal_may_depend_on_the_row():
+    sided = ev.Score("s", "two-sided", ev._keys("s", "s_low", "s_high"), lambda r: r["rate"])
+    reps = [rows({**RIGHT, "retrain": w}) for w in (0.35, 0.5, 0.65, 0.3)]
+    for rep in reps:
+        rep["retrain"]["rate"] = 0.05
+    meta = ev.meta_evaluate(reps, (sided,))["s"]
+    assert meta["calibration"] == 0.25 and meta["calibration_below"] == 0.5 and meta["nominal"] == 0.05
+    assert meta["below"]["identity"] == 0.0
+    verdict = next(s for s in ev.SCORES if s.key == "verdict")
+    assert ev.meta_evaluate([rows(RIGHT)], (verdict,))["verdict"]["calibration_below"] is None
+    assert {s.key for s in ev.SCORES if s.nominal is None} == {
+        "ulira_auc", "challenge_f", "challenge_f_neurips2023", "klom_forget", "lira_auc", "swap_advantage", "verdict"}
+
+
+def test_rescoring_rederives_the_iam_band_and_the_verdict_from_stored_numbers():
+    row = {"ulira_auc": 0.9, "ulira_baseline_auc": 0.5, "n_models": 16.0, "evidence_tier": 1.0,
+           "iam_n_forget": 40.0, "retain_leakage_n_nonmembers": 100.0, "verdict_distinguishable": 0.0,
+           "iam_band_low": 0.0, "iam_band_high": 1.0}
+    summary = {"rows": [{"identity": row, "retrain": {**row, "ulira_auc": 0.5, "verdict_distinguishable": 1.0}}],
+               "timings": [{"oracle_iam": [0.3, 0.5, None, 0.4]}]}
+    (rep,) = ev.rederive(summary)
+    assert rep["identity"]["verdict_distinguishable"] == 1.0 and rep["retrain"]["verdict_distinguishable"] == 0.0
+    assert (rep["identity"]["iam_band_low"], rep["identity"]["iam_band_high"]) == (0.3, 0.5)
+    assert rep["retrain"]["iam_band_oracles"] == 3.0
+    assert summary["rows"][0]["identity"]["verdict_distinguishable"] == 0.0        # the stored rows untouched
 
 
 def test_the_table_has_a_row_per_score_and_shares_out_of_the_repetitions():
     summary = {"repetitions": 4, "scores": ev.meta_evaluate([rows(RIGHT)] * 4, (HIGHER,))}
     lines = ev.table(summary)
     assert len(lines) == 3
-    assert lines[2] == ("| a score, higher = worse | 0.900 | 0.700 | 0.800 | 0.500 | 0.400 to 0.600 | ✓ (4/4) | 4/4 "
-                        "| 0/4 (2.5%) |")
+    assert lines[2] == ("| a score, higher = worse | 0.900 | 0.700 | 0.800 | 0.500 | 0.400 to 0.600 | ✓ (4/4) | ✓ "
+                        "| 4/4 | 0/4 · 0/4 (–) |")
 
 
 # --- identity: the do-nothing baseline ---------------------------------------------------------------------------
@@ -180,6 +234,21 @@ def test_identity_is_no_competitor_where_methods_are_listed_but_can_be_named():
         _check_method_name("identity", {})
 
 
+def test_identity_is_not_offered_by_the_comparator_and_is_marked_in_the_method_list(capsys):
+    from expunge.cli import main
+
+    assert main(["methods"]) == 0
+    listing = capsys.readouterr().out
+    block = listing[listing.index("\nidentity "):].split("\n")[1:3]
+    assert any("does not forget: the do-nothing baseline" in line for line in block)
+    assert listing.count("does not forget") == sum(not cls.forgets for cls in registered().values())
+    pytest.importorskip("fastapi")
+    from expunge.ui.app import methods_payload
+
+    offered = {m["name"] for m in methods_payload()}
+    assert "identity" not in offered and "finetune" in offered
+
+
 def test_auto_never_chooses_identity(small):
     from expunge.deletion.auto import candidates
 
@@ -193,7 +262,7 @@ def test_auto_never_chooses_identity(small):
 def test_audit_methods_equals_separate_audits_bitwise_and_trains_the_shared_models_once(small, monkeypatch):
     train, test, forget, retain, template = small
     methods = {"identity": None, "finetune": {"epochs": 1, "lr": 0.01}}
-    settings = dict(recipe=QUICK, n_models=4, seed=5)
+    settings = dict(recipe=QUICK, n_models=4, seed=5, mode="vulnerable", top=5)    # every score, the games too
     calls = {"train": 0}
     real = E.train
 
@@ -205,10 +274,11 @@ def test_audit_methods_equals_separate_audits_bitwise_and_trains_the_shared_mode
     together = audit_methods(template, train, test, forget=forget, retain=retain, methods=methods, shared=shared,
                              **settings)
     assert calls["train"] == 4 and sorted(shared) == ["baseline", "oracle", "original", "swap_original"]
-    for name, args in methods.items():
-        alone = audit(template, train, test, forget=forget, retain=retain, method=name, method_args=args, **settings)
-        assert timeless(together[name]) == timeless(alone)
-        assert together[name].verdict() == alone.verdict()
+    name = "finetune"                  # audited second: on the models the first audit trained and shared
+    alone = audit(template, train, test, forget=forget, retain=retain, method=name, method_args=methods[name],
+                  **settings)
+    assert timeless(together[name]) == timeless(alone)
+    assert together[name].verdict() == alone.verdict() and alone.summary()["vulnerable_top"] == 5.0
 
 
 def timeless(result) -> str:
@@ -230,6 +300,19 @@ def test_audit_methods_checks_every_method_before_training(small, monkeypatch):
                       methods={"identity": None}, shared={"original": None})
 
 
+def test_audit_methods_refuses_shared_for_models_it_trains_one_by_one(monkeypatch):
+    import torch
+
+    from expunge.data import ArrayDataset
+
+    images = ArrayDataset(torch.zeros(8, 1, 4, 4), torch.arange(8) % 2, task="generation")
+    forget, retain = expunge.split_forget(images, classes=[1])
+    monkeypatch.setattr(E, "train", lambda *a, **kw: pytest.fail("trained before checking"))
+    with pytest.raises(ValueError, match="shared= applies to classifiers"):
+        audit_methods(None, images, images, forget=forget, retain=retain, recipe=QUICK, n_models=4,
+                      methods={"identity": None}, shared={})
+
+
 def test_retrain_with_no_arguments_is_the_oracles_recipe(small):
     """In the audit, retrain runs from each original with that original's recorded recipe, which is the recipe the
     oracles are trained with, from a fresh initialisation of its own seed stream."""
@@ -248,13 +331,19 @@ AUDIT_CONFIG = ROOT / "examples" / "digits_audit.yaml"
 
 def test_method_override_must_bring_its_arguments():
     with pytest.raises(ValueError, match=r"method=retrain replaces the config's method finetune but would keep its "
-                                         r"args .*add args=\{\}"):
+                                         r"args .*args=\{\} for its defaults"):
         load_audit_config(AUDIT_CONFIG, ["method=retrain"])
     for given in (["method=retrain", "args={}"], ["method=retrain", "args=null"]):
         cfg, _ = load_audit_config(AUDIT_CONFIG, given)
         assert cfg.method == "retrain" and cfg.args == {}
-    cfg, _ = load_audit_config(AUDIT_CONFIG, ["method=retrain", "args.epochs=5"])   # its own arguments, on purpose
+    # one argument of its own would still keep finetune's learning rate, schedule and batch size
+    with pytest.raises(ValueError, match=r"would keep its args \{'lr': 0.05, 'schedule': 'cosine', 'batch_size': 64\}"):
+        load_audit_config(AUDIT_CONFIG, ["method=retrain", "args.epochs=5"])
+    every = [f"args.{k}={v}" for k, v in (("epochs", 5), ("lr", 0.05), ("schedule", "cosine"), ("batch_size", 64))]
+    cfg, _ = load_audit_config(AUDIT_CONFIG, ["method=retrain", *every])          # every key replaced: allowed
     assert cfg.args["epochs"] == 5
+    cfg, _ = load_audit_config(AUDIT_CONFIG, ["method=retrain", "args={epochs: 5}"])   # its own arguments, whole
+    assert cfg.args == {"epochs": 5}
     cfg, _ = load_audit_config(AUDIT_CONFIG, ["method=finetune"])                    # the file's own method
     assert cfg.args["epochs"] == 10
     cfg, _ = load_audit_config(AUDIT_CONFIG, ["method=identity", "args={}"])

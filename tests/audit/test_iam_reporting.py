@@ -1,11 +1,14 @@
 """IAM where users look: one shadow shared by every row of a run scores each model exactly as a fresh shadow would;
-``expunge run`` with ``scoring: {evidence: iam}`` trains one shadow, records every row's IAM in the run store and
-shows it in the reports and the comparator's rows; a bench scores it in its cells and tunes without it; an audit
-reports the audited model's IAM beside a held-out oracle's; bad requests are one line, exit 2."""
+``expunge run`` with ``scoring: {evidence: iam}`` trains one shadow, records every row's IAM and the shadow's
+training time in the run store and shows it in the reports and the comparator's rows; a bench scores it in its
+oracle and unlearning jobs and tunes without it; an audit reports the audited model's IAM beside a held-out oracle's
+and judges it against the band of its 2K oracles; bad requests are one line, exit 2, worded alike in runs and
+benches."""
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,6 +23,8 @@ from expunge.data.builtin import digits
 from expunge.store import RunStore
 
 RECIPE = dict(epochs=20, lr=0.05, batch_size=32)    # enough for the MLP to memorise its training data
+REGRESSION_REFUSAL = ("config error at scoring.evidence: IAM scores classifiers (it reads the true-label "
+                      "probability); the data is regression data")
 NOTHING = dict(epochs=1, lr=1e-5)          # fine-tuning that changes nothing: the original as it was
 
 
@@ -51,8 +56,13 @@ def test_a_shadow_of_another_request_is_refused(small):
     data, test, forget, retain, original, _ = small
     shadow = train_shadow(original, forget=forget, retain=retain, seed=0)
     other_forget, other_retain = expunge.split_forget(data, fraction=0.1, seed=1)
-    with pytest.raises(ValueError, match="the IAM shadow was trained for another forget set"):
+    with pytest.raises(ValueError, match=r"the IAM shadow was trained for another forget set \(the same size, 30 "
+                                         r"examples, but other ones\)"):
         iam(original, forget=other_forget, retain=other_retain, shadow=shadow)
+    copy = ArrayDataset(data.x.clone(), data.y.clone())           # equal values, another data object
+    same_rows = expunge.split_forget(copy, fraction=0.1, seed=0)
+    with pytest.raises(ValueError, match="trained for a forget set of another data object than this one"):
+        iam(original, forget=same_rows[0], retain=same_rows[1], shadow=shadow)
     with pytest.raises(TypeError, match="shadow must be an expunge.audit.iam.Shadow"):
         iam(original, forget=forget, retain=retain, shadow=original)
     assert isinstance(shadow, Shadow) and shadow.seconds > 0
@@ -90,6 +100,8 @@ def test_run_scores_every_row_against_one_shadow_and_stores_it(iam_run):
     assert m["original_iam_relative_completeness"] < m["oracle_iam_relative_completeness"]
     assert m["evidence_tier"] == 0.0                         # IAM leaves the tier alone
     assert record.params["scoring.evidence"] == "iam"
+    assert 0 < m["iam_shadow_seconds"] < m["wall_seconds"]   # the shadow's training time, recorded once
+    assert not {"oracle_iam_shadow_seconds", "original_iam_shadow_seconds"} & set(m)
 
 
 def test_run_reports_show_the_iam_columns_and_what_they_mean(iam_run, capsys):
@@ -127,7 +139,7 @@ def test_comparator_rows_carry_the_iam_columns(iam_run):
     (["examples/digits_finetune.yaml", "scoring.evidence=lira"],
      "config error at scoring.evidence: expected iam"),
     (["examples/digits_finetune.yaml", "data.name=diabetes", "model.name=mlp", "method=retrain", "args={}",
-      "scoring.evidence=iam"], "scoring.evidence iam: IAM scores classifiers"),
+      "scoring.evidence=iam"], REGRESSION_REFUSAL),
 ])
 def test_bad_iam_scoring_is_one_line_and_exit_2(tmp_path, store, capsys, argv, message):
     assert main(["run", *argv, "--out", str(tmp_path / "o")]) == 2
@@ -149,8 +161,9 @@ def test_bench_scores_iam_in_its_cells_and_tunes_without_it():
               for job in grid.jobs.values() if job.kind in ("oracle", "tune", "unlearn")}
     assert scored[("oracle", False)] == {"evidence": "iam"} and scored[("unlearn", False)] == {"evidence": "iam"}
     assert scored[("oracle", True)] == {} and scored[("tune", True)] == {}      # tuning trials score no IAM
-    with pytest.raises(ConfigError, match="evidence applies to classification data; this is regression data"):
+    with pytest.raises(ConfigError) as refused:
         parse_bench({**raw, "data": {"name": "diabetes"}, "tuning": None})
+    assert str(refused.value) == REGRESSION_REFUSAL               # worded as a run's refusal
 
 
 def test_bench_jobs_add_iam_from_one_shadow_of_the_cells_original(small, monkeypatch):
@@ -170,30 +183,93 @@ def test_bench_jobs_add_iam_from_one_shadow_of_the_cells_original(small, monkeyp
     assert rows[0][0] == want and rows[1][0]["iam_completeness_mean"] < want["iam_completeness_mean"]
 
 
+def test_a_bench_run_records_iam_in_its_oracle_and_unlearning_jobs(tmp_path):
+    from expunge.bench import LocalEngine, parse_bench, run_bench
+    from tests.bench.tiny import tiny
+
+    spec = parse_bench(tiny(seeds=1, scenarios=[{"name": "random", "fraction": 0.1}],
+                            methods={"finetune": {"epochs": 2, "lr": 0.05}}, scoring={"evidence": "iam"}))
+    outcome = run_bench(spec, out=tmp_path / "o", engine=LocalEngine(1), report=False)
+    assert outcome.ran == 3 and not outcome.failures
+    with RunStore(tmp_path / "o" / "runs.db") as db:
+        jobs = {r.kind: r.metrics for r in db.tagged("job_key").values()}
+    oracle, unlearned = jobs["oracle"], jobs["unlearn"]
+    keys = {"iam_completeness_mean", "iam_relative_completeness", "iam_incomplete_share", "iam_n_measured"}
+    assert keys <= set(oracle) and {f"original_{k}" for k in keys} <= set(oracle) and keys <= set(unlearned)
+    assert oracle["iam_shadow_seconds"] > 0 and unlearned["iam_shadow_seconds"] > 0
+    assert "iam_shadow_seconds" not in jobs["original"]
+    # each job trains the cell's shadow anew, the same one: the same examples are measurable under every row
+    assert oracle["iam_n_measured"] == oracle["original_iam_n_measured"] == unlearned["iam_n_measured"]
+
+
 @pytest.fixture(scope="module")
 def audits(small):
-    """Tiny audits (K = 4, no SWAP test) of doing nothing and of retraining on the small digits request."""
+    """Tiny audits (K = 16, no SWAP test: 32 oracles for IAM's band) of doing nothing and of retraining on the small
+    digits request."""
     data, test, forget, retain, original, _ = small
     run = lambda method, args: audit(expunge.model("mlp", data, hidden=[64]), data, test, forget=forget,
-                                     retain=retain, method=method, method_args=args, recipe=RECIPE, n_models=4,
+                                     retain=retain, method=method, method_args=args, recipe=RECIPE, n_models=16,
                                      swap=False)
     return run("finetune", NOTHING), run("retrain", None)
 
 
-def test_audit_reports_iam_of_the_audited_model_beside_an_oracle(audits, tmp_path):
+def test_the_oracle_band_is_a_prediction_interval_from_the_oracles_order_statistics():
+    from expunge.audit.iam import oracle_band
+
+    oracles = [{"iam_relative_completeness": v, "iam_completeness_mean": v / 2} for v in np.linspace(0.1, 0.9, 9)]
+    band = oracle_band({"iam_relative_completeness": 0.5}, oracles)
+    assert band["iam_oracle_band_models"] == 9
+    assert (band["iam_oracle_relative_completeness_low"], band["iam_oracle_relative_completeness_high"]) == (0.1, 0.9)
+    assert band["iam_oracle_completeness_mean_high"] == 0.45      # each number's own band; below 39: smallest, largest
+    assert band["iam_inside_oracle_band"] == 1.0
+    assert oracle_band({"iam_relative_completeness": 0.05}, oracles)["iam_inside_oracle_band"] == 0.0
+    assert np.isnan(oracle_band({"iam_relative_completeness": float("nan")}, oracles)["iam_inside_oracle_band"])
+    many = [{"iam_relative_completeness": float(v)} for v in range(79)]      # 79 oracles: the 2nd and 78th smallest
+    wide = oracle_band({"iam_relative_completeness": 0.5}, many)
+    assert (wide["iam_oracle_relative_completeness_low"], wide["iam_oracle_relative_completeness_high"]) == (1.0, 77.0)
+
+
+def test_oracle_members_are_scored_as_each_alone_against_the_same_shadow(small):
+    from expunge import ensemble as E
+    from expunge.audit.iam import iam_of_members
+
+    data, test, forget, retain, original, _ = small
+    oracles = E.train(expunge.model("mlp", data, hidden=[64]), retain, seeds=[7, 8], epochs=3, lr=0.05)
+    shadow = train_shadow(original, forget=forget, retain=retain, seed=0)
+    batched = [r.summary() for r in iam_of_members(oracles, forget=forget, retain=retain, test=test, shadow=shadow)]
+    alone = [iam(oracles.member(k), forget=forget, retain=retain, test=test, shadow=shadow).summary() for k in (0, 1)]
+    assert batched[0] != batched[1]
+    for b, a in zip(batched, alone):                               # the batched forward pass, up to its rounding
+        assert b.keys() == a.keys() and all(b[k] == pytest.approx(a[k], abs=1e-6, nan_ok=True) for k in a)
+
+
+def test_audit_judges_iam_of_the_audited_model_against_the_oracles_band(audits, tmp_path):
     kept, retrained = audits
     for r in audits:
         assert r.iam["iam_n_forget"] == r.sizes["forget"]
         assert r.iam["iam_n_measured"] == r.iam["iam_oracle_n_measured"]          # one shadow for both
         assert {k: v for k, v in r.iam.items() if k.startswith("iam_")} == {k: v for k, v in r.summary().items()
                                                                             if k.startswith("iam_")}
-    # doing nothing leaves the forget examples looking fitted next to the held-out oracle; retraining does not
-    assert kept.iam["iam_relative_completeness"] < kept.iam["iam_oracle_relative_completeness"] - 0.1
-    assert abs(retrained.iam["iam_relative_completeness"] - retrained.iam["iam_oracle_relative_completeness"]) < 0.1
+        assert r.iam["iam_oracle_band_models"] == 2 * r.n_models                  # oracles and baseline oracles
+        low, high = r.iam["iam_oracle_relative_completeness_low"], r.iam["iam_oracle_relative_completeness_high"]
+        assert low <= r.iam["iam_oracle_relative_completeness"] <= high           # the held-out oracle is one of them
+        assert high - low > 0.1                                                   # one oracle alone is no target
+    # retraining is one more oracle: inside the band (under exact retraining it falls outside 32 oracles' smallest to
+    # largest with probability 2/33); doing nothing leaves the forget examples looking fitted, well below it
+    assert retrained.iam["iam_inside_oracle_band"] == 1.0
+    assert kept.iam["iam_inside_oracle_band"] == 0.0
+    assert kept.iam["iam_relative_completeness"] < kept.iam["iam_oracle_relative_completeness_low"] - 0.1
+    assert kept.iam["iam_relative_completeness"] < retrained.iam["iam_relative_completeness"]
+    assert kept.iam["iam_oracle_relative_completeness_low"] == retrained.iam["iam_oracle_relative_completeness_low"]
     text = text_summary(kept)
-    assert "IAM (Wang et al., USENIX Security 2025)" in text and "held-out oracle (target)" in text
+    assert "IAM (Wang et al., USENIX Security 2025)" in text and "oracles' band (32 oracles)" in text
+    assert "BELOW: looks more fitted than retraining" in text
+    assert "inside: as complete as retraining" in text_summary(retrained)
     paths = write_audit_reports(kept, tmp_path)
     assert "relative completeness: forget mean / test mean" in paths["md"].read_text()
     saved = json.loads(paths["json"].read_text())
     assert saved["iam"]["iam_relative_completeness"] == pytest.approx(kept.iam["iam_relative_completeness"])
+    assert saved["iam"]["iam_inside_oracle_band"] == 0.0
+    assert saved["summary"]["iam_oracle_relative_completeness_high"] == pytest.approx(
+        kept.iam["iam_oracle_relative_completeness_high"])
     assert "<td>relative completeness: forget mean / test mean, capped at 1</td>" in paths["html"].read_text()

@@ -9,8 +9,9 @@ audit: {n_models: 64, seed: 0, swap: true, mode: standard}
 ```
 
 ``--mode`` and ``--top`` on the command line replace ``audit.mode`` and ``audit.top``. ``method=NAME`` on the command
-line must come with that method's arguments (``args={}`` for its defaults): the file's ``args`` were written for its
-own method. ``method=retrain args={}`` audits exact retraining, with the oracles' recipe.
+line must come with that method's arguments, whole (``args={}`` for its defaults, ``args={KEY: VALUE, ...}``, or an
+``args.KEY=VALUE`` for every key of the file's ``args``): the file's ``args`` were written for its own method.
+``method=retrain args={}`` audits exact retraining, with the oracles' recipe.
 
 ``key.sub=value`` overrides apply to the whole file first (``audit.n_models=16`` included); errors name the key
 path (``config error at audit.n_models: ...``).
@@ -64,17 +65,22 @@ def load_audit_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
 
 
 def check_method_override(given: dict[str, Any], raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
-    """Refuse ``method=NAME`` on the command line that would keep the file's ``args``, written for another method
-    (``expunge audit digits_audit.yaml method=retrain`` would otherwise retrain with finetune's epochs and learning
-    rate, which is not exact retraining): the arguments must be given with it, ``args={}`` for the method's defaults
-    (for ``retrain``: the oracles' recipe)."""
+    """Refuse ``method=NAME`` on the command line that would keep any of the file's ``args``, written for another
+    method (``expunge audit digits_audit.yaml method=retrain`` would otherwise retrain with finetune's epochs and
+    learning rate, which is not exact retraining; ``method=retrain args.epochs=5`` would still keep finetune's
+    learning rate and schedule): the arguments must be given whole with it, ``args={}`` for the method's defaults
+    (for ``retrain``: the oracles' recipe) or ``args={KEY: VALUE, ...}``."""
     keys = [o.split("=", 1)[0].strip() for o in overrides]
-    if "method" not in keys or any(k == "args" or k.startswith("args.") for k in keys):
+    if "method" not in keys or "args" in keys or raw.get("method") == given.get("method"):
         return
-    if raw.get("method") != given.get("method") and isinstance(given.get("args"), dict) and given["args"]:
+    file_args = given.get("args") if isinstance(given.get("args"), dict) else {}
+    replaced = {k[len("args."):].split(".", 1)[0] for k in keys if k.startswith("args.")}
+    kept = {k: v for k, v in file_args.items() if k not in replaced}
+    if kept:
         raise ValueError(f"method={raw.get('method')} replaces the config's method {given.get('method')} but would "
-                         f"keep its args {given['args']}; add args={{}} for {raw.get('method')}'s defaults (for "
-                         f"retrain: exact retraining with the oracles' recipe) or give its own args.KEY=VALUE")
+                         f"keep its args {kept}; give {raw.get('method')}'s arguments whole: args={{}} for its "
+                         f"defaults (for retrain: exact retraining with the oracles' recipe) or args={{KEY: VALUE, "
+                         f"...}}")
 
 
 def check_mode_name(value: Any, where: str) -> str:

@@ -57,6 +57,11 @@ in its config; an audit's audited model). Scored through a shadow trained from t
 numbers as ``iam(model, ...)`` with the same seed whenever its provenance carries the original's recipe (a
 method's result does) and no sparsity mask of its own (a shadow trained from a sparse model keeps its mask), since
 the shadow's initialisation and data come from the seed alone.
+In an audit the 2K oracles (oracles and baseline oracles, each independent of the shadow, which depends on no
+model's weights) are scored against the same shadow by forward passes (:func:`iam_of_members`): their spread is the
+band (:func:`oracle_band`: a 95% prediction interval, the smallest to largest up to 78 oracles) that the audited
+model's relative completeness is judged against, since one oracle's value varies a lot from seed to seed (on 300
+digits with 30 forget examples four oracles scored 0.38 to 0.63 against one shadow).
 Classification only (the signal is the true-label probability).
 
 Defaults: ε₁ = 0.1, ε₂ = 1e-5 and :data:`STEPS` = 1000 interpolation points (reference code); the shadow on half
@@ -66,7 +71,8 @@ under the spread of fitted signals, and the midpoint of the path). There is no t
 Deviations from the paper and the reference code:
 - the shadow is trained for the request, on half of its retain set, so that every forget example is OUT for it by
   construction (the paper trains a shadow once on half of a population and reads each queried example's in/out
-  status); this costs one training per call instead of none after the first;
+  status); this costs one training per forget request (shared by every model scored on it: :func:`train_shadow`)
+  instead of none after the first;
 - the signal is the map of p itself, increasing with fitting (the reference's language-model code maps 1 − p from
   the loss, decreasing with fitting); the reading is the same with the direction turned;
 - uniform weights over the interpolation path (the reference weights the CDFs towards the generalisation end, and
@@ -99,6 +105,10 @@ STEPS = 1000             # interpolation points (reference code)
 MIN_GAP = 0.05           # fitting end − generalisation end below which an example has no path to place it on
 SHADOW_SHARE = 0.5       # share of the retain set the shadow trains on (the paper: half the data)
 INCOMPLETE_BELOW = 0.5   # completeness below which a forget example is judged incomplete
+BAND_KEYS = ("completeness_mean", "test_completeness_mean", "relative_completeness", "incomplete_share",
+             "test_incomplete_share")   # the numbers an audit gives the oracles' band of
+JUDGED_KEY = "relative_completeness"    # the number an audit judges the audited model on against that band
+CLASSIFIERS_ONLY = "IAM scores classifiers (it reads the true-label probability); the data is {task} data"
 EULER_GAMMA = 0.5772156649015329
 
 
@@ -206,13 +216,20 @@ class Shadow:
     seconds: float = 0.0
 
     def check_request(self, forget: Dataset, retain: Dataset) -> None:
-        """Refuse, in one line, a forget or retain set other than the ones the shadow was trained for."""
+        """Refuse, in one line, a forget or retain set other than the ones the shadow was trained for (other
+        examples, or the same positions of another data object)."""
         for name, d, want in (("forget", forget, self.forget_index), ("retain", retain, self.retain_index)):
             base, got = resolve(d)
             got = got.numpy()
-            if base is not self.base or got.shape != want.shape or not np.array_equal(got, want):
-                raise ValueError(f"the IAM shadow was trained for another {name} set ({len(want)} examples) than "
-                                 f"this one ({len(got)}); train one for this request with train_shadow")
+            if base is not self.base:
+                raise ValueError(f"the IAM shadow was trained for a {name} set of another data object than this one "
+                                 f"(a different dataset object, whatever its values); train one for this request "
+                                 f"with train_shadow")
+            if got.shape != want.shape or not np.array_equal(got, want):
+                which = (f"{len(want)} examples, this one {len(got)}" if len(got) != len(want) else
+                         f"the same size, {len(want)} examples, but other ones")
+                raise ValueError(f"the IAM shadow was trained for another {name} set ({which}); train one for this "
+                                 f"request with train_shadow")
 
 
 def train_shadow(model: nn.Module, *, forget: Dataset, retain: Dataset, seed: int = 0,
@@ -246,7 +263,7 @@ def check_iam_request(forget: Dataset, retain: Dataset) -> None:
     retain set too small to train a shadow on part of it."""
     task = resolve(forget)[0].task
     if task != "classification":
-        raise ValueError(f"IAM scores classifiers (it reads the true-label probability); the data is {task} data")
+        raise ValueError(CLASSIFIERS_ONLY.format(task=task))
     if len(forget) == 0:
         raise ValueError("IAM needs at least one forget example; the forget set is empty")
     if len(retain) < 2:
@@ -289,22 +306,92 @@ def iam(model: nn.Module, *, forget: Dataset, retain: Dataset, test: Dataset | N
         shadow = train_shadow(model, forget=forget, retain=retain, seed=seed, shadow_share=shadow_share)
     else:
         shadow.check_request(forget, retain)
-    net, fit_p = shadow.model, shadow.fit_p
-    result, fit, gen = completeness(true_label_probability(model, forget), true_label_probability(net, forget),
-                                    fit_p, steps=steps, min_gap=min_gap)
+    net, with_test = shadow.model, test is not None and len(test) > 0
+    return _placed(true_label_probability(model, forget), true_label_probability(net, forget), shadow.fit_p,
+                   true_label_probability(model, test) if with_test else None,
+                   true_label_probability(net, test) if with_test else None, steps=steps, min_gap=min_gap)
+
+
+def _placed(forget_p: np.ndarray, shadow_forget_p: np.ndarray, fit_p: np.ndarray, test_p: np.ndarray | None,
+            shadow_test_p: np.ndarray | None, *, steps: int, min_gap: float) -> IamResult:
+    """IAM from the true-label probabilities of the model under test and of the shadow (forget, optionally test)."""
+    result, fit, gen = completeness(forget_p, shadow_forget_p, fit_p, steps=steps, min_gap=min_gap)
     test_c = None
-    if test is not None and len(test):
-        test_c = completeness(true_label_probability(model, test), true_label_probability(net, test), fit_p,
-                              steps=steps, min_gap=min_gap)[0]
+    if test_p is not None:
+        test_c = completeness(test_p, shadow_test_p, fit_p, steps=steps, min_gap=min_gap)[0]
     return IamResult(result, fit, gen, test_c)
 
 
+def ensemble_true_label_probability(ensemble: nn.Module, data: Dataset, chunk: int = 4096) -> np.ndarray:
+    """p_y ``[K, N]`` of every example of ``data`` under every member of a batched ensemble
+    (:class:`expunge.ensemble.Ensemble`): forward passes only, ``chunk`` examples at a time."""
+    y = targets(data).long()
+    parts = []
+    for lo in range(0, len(data), chunk):
+        part = range(lo, min(lo + chunk, len(data)))
+        logits = ensemble.predict(Subset(data, part)).double()                  # [K, n, C]
+        rows = y[lo:part.stop][None, :, None].expand(len(logits), -1, 1)
+        parts.append(torch.softmax(logits, -1).gather(2, rows).squeeze(2).numpy())
+    return np.concatenate(parts, axis=1) if parts else np.empty((len(ensemble), 0))
+
+
+def iam_of_members(ensemble: nn.Module, *, forget: Dataset, retain: Dataset, shadow: Shadow,
+                   test: Dataset | None = None, steps: int = STEPS, min_gap: float = MIN_GAP) -> list[IamResult]:
+    """IAM of every member of a batched ensemble (:class:`expunge.ensemble.Ensemble`, e.g. an audit's K oracles)
+    against one shadow of this request: forward passes only, no training; member k gets the numbers
+    ``iam(ensemble.member(k), ..., shadow=shadow)`` gives, up to the rounding of the batched forward pass."""
+    if not isinstance(shadow, Shadow):
+        raise TypeError(f"shadow must be an expunge.audit.iam.Shadow (from train_shadow); got {type(shadow).__name__}")
+    check_iam_request(forget, retain)
+    shadow.check_request(forget, retain)
+    net, with_test = shadow.model, test is not None and len(test) > 0
+    members_f = ensemble_true_label_probability(ensemble, forget)
+    members_t = ensemble_true_label_probability(ensemble, test) if with_test else None
+    shadow_f = true_label_probability(net, forget)
+    shadow_t = true_label_probability(net, test) if with_test else None
+    return [_placed(members_f[k], shadow_f, shadow.fit_p, members_t[k] if with_test else None, shadow_t,
+                    steps=steps, min_gap=min_gap) for k in range(len(members_f))]
+
+
+def oracle_band(audited: dict[str, float], oracles: list[dict[str, float]]) -> dict[str, float]:
+    """The oracles' band of each IAM number in :data:`BAND_KEYS` (``oracles``: one :meth:`IamResult.summary` per
+    oracle, all against one shadow) and the ``audited`` model's summary judged against it.
+
+    The band is a 95% prediction interval for one more oracle from the oracles' order statistics, the
+    ⌈0.975 (n + 1)⌉-th smallest of n as its upper end (⌊0.025 (n + 1)⌋-th as its lower, each clamped to the
+    smallest and largest), as the audited model's retain-leakage band (:mod:`.leakage`): the smallest to largest
+    value up to n = 78, which a further oracle falls outside with probability 2 / (n + 1) (more than 5% below
+    n = 39). Returns ``iam_oracle_<key>_low`` and ``_high``,
+    ``iam_oracle_band_models`` (n) and ``iam_inside_oracle_band``: 1.0 when the audited model's
+    :data:`JUDGED_KEY` lies inside its band (as complete as retraining, within what retraining varies by), 0.0 when
+    outside, NaN when either is not a number."""
+    from .leakage import _prediction_band
+
+    out: dict[str, float] = {"iam_oracle_band_models": float(len(oracles))}
+    for key in BAND_KEYS:
+        values = np.array([o.get(f"iam_{key}", math.nan) for o in oracles], float)
+        out[f"iam_oracle_{key}_low"], out[f"iam_oracle_{key}_high"] = _prediction_band(values)
+    value = audited.get(f"iam_{JUDGED_KEY}", math.nan)
+    low, high = out[f"iam_oracle_{JUDGED_KEY}_low"], out[f"iam_oracle_{JUDGED_KEY}_high"]
+    known = all(math.isfinite(v) for v in (value, low, high))
+    out["iam_inside_oracle_band"] = float(low <= value <= high) if known else math.nan
+    return out
+
+
 def iam_with_oracle(model: nn.Module, oracle: nn.Module, *, forget: Dataset, retain: Dataset, test: Dataset,
-                    seed: int = 0) -> dict[str, float]:
+                    seed: int = 0, band: tuple[nn.Module, ...] = ()) -> dict[str, float]:
     """IAM of ``model`` beside that of ``oracle`` (a model retrained without the forget set: what retraining
     scores, the target), both against one shadow trained from ``oracle``'s architecture and recipe: the audited
-    model's ``iam_*`` numbers and the oracle's as ``iam_oracle_*`` (how an audit reports it)."""
+    model's ``iam_*`` numbers and the oracle's as ``iam_oracle_*`` (how an audit reports it). ``band``: batched
+    ensembles of further oracles (an audit's oracles and baseline oracles), every member scored against the same
+    shadow by forward passes (:func:`iam_of_members`), whose spread gives the band the model is judged against
+    (:func:`oracle_band`)."""
     shadow = train_shadow(oracle, forget=forget, retain=retain, seed=seed)
     mine = iam(model, forget=forget, retain=retain, test=test, shadow=shadow).summary()
     target = iam(oracle, forget=forget, retain=retain, test=test, shadow=shadow).summary()
-    return {**mine, **{f"iam_oracle_{k[len('iam_'):]}": v for k, v in target.items()}}
+    out = {**mine, **{f"iam_oracle_{k[len('iam_'):]}": v for k, v in target.items()}}
+    if band:
+        oracles = [r.summary() for ensemble in band
+                   for r in iam_of_members(ensemble, forget=forget, retain=retain, test=test, shadow=shadow)]
+        out.update(oracle_band(mine, oracles))
+    return out

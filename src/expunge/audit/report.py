@@ -61,7 +61,10 @@ def tier2_table(r: AuditResult) -> Table:
             for name, key, target in CHALLENGE_ROWS if prefix + key in s]   # no final score without accuracies
     rows: list[tuple[str, str, str]] = []
     rows += [(f"KLoM {split} mean / p95", f"klom_{split}", "≈ baseline") for split in ("forget", "retain", "test")]
-    rows += [("U-LiRA accuracy", "ulira_accuracy", "0.5"), ("U-LiRA AUC", "ulira_auc", "0.5"),
+    band = s.get("ulira_band_high")
+    auc_target = ("0.5" + (f"; permutation band {_f(s['ulira_band_low'])} to {_f(band)}"
+                           if isinstance(band, float) and np.isfinite(band) else ""))
+    rows += [("U-LiRA accuracy", "ulira_accuracy", "0.5"), ("U-LiRA AUC", "ulira_auc", auc_target),
              ("U-LiRA TPR at 1% FPR", "ulira_tpr_at_1pct", "0.01"),
              ("U-LiRA TPR at 0.1% FPR", "ulira_tpr_at_0_1pct", "0.001")]
     for label, key, target in rows:
@@ -131,15 +134,15 @@ TASK_NOTES = {
     "language": "Language models: φ is the logit of the length-normalised answer probability (log p − log(1 − p), "
                 "p = exp(−mean answer NLL)) of each row; test examples are held-out rows no model trained on; the "
                 "models are trained one by one; per-model accuracy is the answer-token accuracy under teacher "
-                "forcing; the SWAP test's B is drawn from the held-out rows, whole groups at a time.",
+                "forcing, on every retain row; the SWAP test's B is drawn from the held-out rows, whole groups at a time.",
     "generation": "Image generators: φ is minus the denoising error at 10%, 30% and 50% of T, the same noise for "
                   "every model (diffusion), or the discriminator's logit (GAN); the models are trained one by one. "
                   "For a class-wise request the non-members are the held-out images of the forgotten classes (the "
                   "retain leakage uses those of the retained classes), and B of the SWAP test is drawn from them. "
                   "Generators have no per-model accuracy: the challenge score has no final score or ratios here. A "
                   "class-wise request's forget examples share one class and move together, so U-LiRA, ε and KLoM "
-                  "swing more between sets of K models than the verdict's margin allows: read them against their "
-                  "baseline with care and prefer a larger K."}
+                  "swing far more between sets of K models than between examples: the verdict reads U-LiRA and F "
+                  "against permutation bands over models, and a larger K narrows them."}
 
 
 LEAKAGE_ROWS = (("AUC", "auc"), ("TPR at 1% FPR", "tpr_at_1pct"), ("TPR at 0.1% FPR", "tpr_at_0_1pct"))
@@ -196,25 +199,53 @@ def advantage_table(r: AuditResult) -> Section:
 
 
 def iam_table(r: AuditResult) -> Section:
-    """IAM of the audited model beside a held-out oracle's, against one shadow model (classifiers; a one-line note
-    elsewhere)."""
+    """IAM of the audited model beside a held-out oracle's and the band of the 2K oracles' values, all against one
+    shadow model, with the audited model judged against the band (classifiers; a one-line note elsewhere)."""
     s = r.iam
     if s is None:
         return "IAM: not computed (it scores classifiers: it reads the true-label probability)."
+    from .iam import JUDGED_KEY
+
     rows = (("forget examples: mean completeness (1 = looks unseen, 0 = looks fitted)", "completeness_mean", False),
             ("test examples, never trained on: mean completeness", "test_completeness_mean", False),
             ("relative completeness: forget mean / test mean, capped at 1", "relative_completeness", False),
             ("forget examples judged incomplete (completeness below 0.5)", "incomplete_share", True),
             ("test examples judged incomplete", "test_incomplete_share", True))
-    value = lambda key, share: ("–" if math.isnan(s.get(key, math.nan)) else
-                                (f"{100 * s[key]:.1f}%" if share else _f(s[key])))
-    body = [[label, value(f"iam_{key}", share), value(f"iam_oracle_{key}", share)] for label, key, share in rows]
+    number = lambda key, share: ("–" if math.isnan(s.get(key, math.nan)) else
+                                 (f"{100 * s[key]:.1f}%" if share else _f(s[key])))
+    band = lambda key, share: ("–" if any(math.isnan(s.get(f"iam_oracle_{key}_{end}", math.nan))
+                                          for end in ("low", "high")) else
+                               f"{number(f'iam_oracle_{key}_low', share)} to {number(f'iam_oracle_{key}_high', share)}")
+    body = [[label, number(f"iam_{key}", share), number(f"iam_oracle_{key}", share), band(key, share),
+             _iam_judgement(s) if key == JUDGED_KEY else ""] for label, key, share in rows]
     body.append(["forget examples measured (a path between the shadow's two ends)",
                  f"{s['iam_n_measured']:.0f} of {s['iam_n_forget']:.0f}",
-                 f"{s.get('iam_oracle_n_measured', math.nan):.0f} of {s.get('iam_oracle_n_forget', math.nan):.0f}"])
+                 f"{s.get('iam_oracle_n_measured', math.nan):.0f} of {s.get('iam_oracle_n_forget', math.nan):.0f}",
+                 "", ""])
+    n = s.get("iam_oracle_band_models", math.nan)
+    oracles = "oracles" if math.isnan(n) else f"{n:.0f} oracles"
     return ("IAM (Wang et al., USENIX Security 2025): per-example completeness against one shadow model trained on "
             "half the retain set (a check of the tier-1 kind without its strength: one shadow gives no calibrated "
-            "false-positive rate)", ["IAM", "audited model", "held-out oracle (target)"], body)
+            f"false-positive rate); the band: where one more oracle's value falls with 95% probability, from the "
+            f"{oracles} scored against the same shadow (smallest to largest up to 78 oracles, covering less than 95% "
+            "below 39); the audited model is "
+            "judged on its relative completeness",
+            ["IAM", "audited model", "held-out oracle", f"oracles' band ({oracles})", "audited model vs band"], body)
+
+
+def _iam_judgement(s: dict[str, float]) -> str:
+    """Inside the oracles' band of relative completeness, or below it (the forget examples look more fitted than
+    under retraining), or above it; – without a band."""
+    from .iam import JUDGED_KEY
+
+    value, low = s.get(f"iam_{JUDGED_KEY}", math.nan), s.get(f"iam_oracle_{JUDGED_KEY}_low", math.nan)
+    inside = s.get("iam_inside_oracle_band", math.nan)
+    if math.isnan(inside):
+        return "–"
+    if inside:
+        return "inside: as complete as retraining"
+    return ("BELOW: looks more fitted than retraining" if value < low else
+            "above: looks less fitted than retraining")
 
 
 def task_note(r: AuditResult) -> list[str]:

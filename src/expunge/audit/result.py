@@ -51,7 +51,10 @@ class AuditResult:
     - ``task``: what was audited: ``classification``, ``language`` or ``generation`` (:mod:`.tasks`); the
       examples' ``label`` is a language row's group (e.g. its author; -1 without groups);
     - ``iam``: IAM of the audited model (:mod:`.iam`: per-example completeness against one shadow model trained on
-      half the retain set; ``iam_*`` numbers as :meth:`expunge.audit.iam.IamResult.summary` gives them);
+      half the retain set; ``iam_*`` numbers as :meth:`expunge.audit.iam.IamResult.summary` gives them), a
+      held-out oracle's (``iam_oracle_*``) and the band of the 2K oracles' values against the same shadow
+      (``iam_oracle_<number>_low`` / ``_high``, ``iam_oracle_band_models``; :func:`expunge.audit.iam.oracle_band`)
+      with the audited model's relative completeness judged against it (``iam_inside_oracle_band`` 1.0 or 0.0);
       classifiers only (None for language models and image generators).
     """
 

@@ -113,8 +113,9 @@ def audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Dataset
         result = _score(model, {"unlearned": unlearned, "oracle": oracles, "baseline": baseline,
                                 "original": originals, "one_original": one_original},
                         swapped, request, train, test, forget, retain, index, seed, top)
-        from .iam import iam_with_oracle      # IAM of the audited model and an oracle: one training on half retain
-        result["iam"] = iam_with_oracle(model, baseline.member(0), forget=forget, retain=retain, test=test, seed=seed)
+        from .iam import iam_with_oracle      # IAM of the audited model and an oracle: one training on half retain;
+        result["iam"] = iam_with_oracle(model, baseline.member(0), forget=forget, retain=retain, test=test, seed=seed,
+                                        band=(oracles, baseline))   # the 2K oracles' band: forward passes only
         stage.end()
     seconds["wall"] = time.perf_counter() - start
     tier = tier_for(k)
@@ -131,9 +132,14 @@ def audit_methods(template: nn.Module, train: Dataset, test: Dataset, *, forget:
     oracles and swapped originals, which do not depend on the method, are trained once and shared, and each result
     equals that of ``audit`` called for its method alone. Every method is checked before any model is trained.
     ``shared``: an empty dict to receive those ensembles (keys ``original``, ``oracle``, ``baseline``,
-    ``swap_original``), e.g. to score more models against the same oracles afterwards."""
+    ``swap_original``), e.g. to score more models against the same oracles afterwards.
+    Classifiers only share: language models and image generators (:mod:`.tasks`, trained one by one) are audited
+    method by method, each training its own models, and ``shared`` is refused for them."""
     if not isinstance(methods, dict) or not methods:
         raise TypeError(f"methods must be a non-empty dict of method name -> arguments; got {methods!r}")
+    if shared is not None and task_of(train) is not None:
+        raise ValueError("shared= applies to classifiers: language models and image generators are audited method "
+                         "by method, each with models of its own; leave shared=None")
     if shared is not None and (not isinstance(shared, dict) or shared):
         raise ValueError("shared must be None or an empty dict (it receives the ensembles this request trains)")
     check = {k: v for k, v in settings.items() if k not in ("device", "precision")}
@@ -163,9 +169,10 @@ def check_audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: D
         return check_task_audit(template, train, test, forget=forget, retain=retain, method=method,
                                 method_args=method_args, recipe=recipe, n_models=n_models, seed=seed,
                                 original=original, swap=swap, mode=mode, top=top, scoring=scoring)
-    if scoring:
+    if scoring and scoring != {"evidence": "iam"}:        # IAM: every classifier audit reports it anyway
         raise ValueError("scoring= applies to the language and generation audits (extra evaluate arguments for "
-                         "their tier 0); a classifier's audit takes none")
+                         "their tier 0); a classifier's audit takes none but {'evidence': 'iam'}, which it always "
+                         "reports")
     if not isinstance(swap, bool):
         raise TypeError(f"swap must be True or False (play the SWAP test or not); got {swap!r}")
     args = _check(template, train, test, forget, retain, method, method_args, recipe, n_models, seed, original)

@@ -6,9 +6,10 @@ here. The models are those of the classification audit (:mod:`expunge.audit.run`
 originals on all of ``train``, K oracles and K baseline oracles on ``retain``, each from a fresh initialisation
 under its own seed (``expunge.train`` one model at a time: these models have no batched ensembles), the method run
 once from each original and K times from original 0 (``expunge.unlearn``), and the SWAP test's K originals of the
-swapped request and their unlearned models. Each model is scored as soon as it is trained and then dropped (the
-originals are kept until they are unlearned), and every score comes from :func:`expunge.audit.scoring.evidence`,
-as for classifiers.
+swapped request and their unlearned models. Each stage holds its K models while it scores them and then drops them,
+except the originals (kept until both unlearning stages have used them: at most 2K models at once), baseline
+oracle 0 (tier 0's reference) and unlearned model 0 (the audited model); every score comes from
+:func:`expunge.audit.scoring.evidence`, as for classifiers.
 
 **φ per example**, higher = more like a training example:
 
@@ -21,27 +22,31 @@ as for classifiers.
 
 **Per-model accuracy** (the challenge score's retain and test ratios, the tier-0 table's group rows): for language
 models the answer-token accuracy under teacher forcing (the share of answer tokens the model's argmax predicts, mean
-over rows, in %; TOFU's and OpenUnlearning's exact memorisation); image generators have no per-model accuracy that
-is cheap enough for 7K models, so the challenge score has no final score and no ratios there (left out of the
-reports, not shown as NaN), and the tier-0 table has the audited model's row only.
+over rows, in %; TOFU's and OpenUnlearning's exact memorisation) on every forget, retain and test row (φ on retain
+is kept for the sample of at most the test set's size that the retain leakage uses); image generators have no
+per-model accuracy that is cheap enough for 7K models, so the challenge score has no final score and no ratios there
+(left out of the summary and the reports), and the tier-0 table has the audited model's row only.
 
 **Test examples are the non-members.** Language: rows no model trained on (in the authors corpus, the facts of the
-holdout authors). Generation: held-out images of every class. A class-wise request forgets every training image of
-a class; the oracles never saw that class, so per example U-LiRA, ε and KLoM ask whether the method's models treat
-the class's training images as the oracles do (a model that still draws the class is told apart), and tier-1 LiRA
-(forget images against all test images, standardised per example by the oracles) sees both a kept class (every image
-of it, trained or not, looks familiar next to test images of other classes) and memorised images. The retain
-leakage compares retain images with all test images, against the same oracle-vs-oracle band.
+holdout authors). Generation, for a class-wise request (every training image of the forgotten classes forgotten):
+the held-out images of the forgotten classes only, so that members and non-members share their conditioning; the
+retain leakage compares retain images with the held-out images of the retained classes. (A request that is not
+class-wise takes every held-out image for both.) The oracles never saw the forgotten class, so per example U-LiRA,
+ε and KLoM ask whether the method's models treat the class's training images as the oracles do: a model that still
+draws the class is told apart there (and by tier 0's unlearning accuracy). Tier-1 LiRA compares the forget images
+with held-out images of the same class (standardised per example by the oracles), so it sees a model that treats
+the class's training images unlike its unseen ones (memorised images), not a class that is kept as such.
 
-**Reading a class-wise audit.** Every forget example shares one conditioning, the forgotten class, and how a model
-treats that class moves its φ on all of them together (an oracle's discriminator, which never saw the class, gives
-its images a logit of its own). The forget examples then act almost as one: numbers pooled over models and
-examples (U-LiRA, ε, KLoM) vary from one set of K models to another about as much as a test on K models would, far
-more than the verdict's margin, which treats the model-example pairs as independent, allows for. Measured on the
-digits GAN (``examples/digits_gan_audit.yaml``, K = 16): U-LiRA told oracles from oracles with AUC 0.28 (0.5
-expected), and subtracting each model's median logit on held-out images of the other classes left it at 0.28, so
-the swing is the class's, not a model-wide offset. Read such an audit's U-LiRA against its baseline with that in
-mind, and prefer a larger K.
+**Class-wise requests move together.** Every forget example shares one conditioning, the forgotten class, and how a
+model treats that class moves its φ on all of them together (an oracle's discriminator, which never saw the class,
+gives its images a logit of its own). The forget examples then act almost as one: numbers pooled over models and
+examples vary from one set of K models to another about as much as a test on K models would. Measured on the digits
+GAN (``examples/digits_gan_audit.yaml``, K = 16): U-LiRA told oracles from oracles with AUC 0.28 (0.5 expected),
+and subtracting each model's median logit on held-out images of the other classes left it at 0.28, so the swing is
+the class's, not a model-wide offset. The verdict therefore judges U-LiRA and F against permutation bands over
+models and the audited model's LiRA against the held-out oracles' spread (:mod:`.tier2`,
+:func:`expunge.verdict.audit_verdict`), which hold whatever the dependence between examples; at small K those bands
+are wide, and only a larger K narrows them.
 
 **SWAP test.** Generation: as for classifiers (:mod:`.swap`): B is drawn from the test images of the forget set's
 classes (for a class-wise request, held-out images of the forgotten class: a request of the same kind). Language:
@@ -84,7 +89,6 @@ from .vulnerable import check_mode
 log = logging.getLogger(__name__)
 TASKS = ("language", "generation")
 MIN_TEST = 2                    # the attacks' non-members: at least two test examples
-ONE_STEP_METHODS = ("sfd",)     # results without a membership score (a one-step generator)
 
 
 def task_of(train: Any) -> str | None:
@@ -108,9 +112,7 @@ def check_task_audit(template: nn.Module, train: Dataset, test: Dataset, *, forg
     task = task_of(train)
     if not isinstance(swap, bool):
         raise TypeError(f"swap must be True or False (play the SWAP test or not); got {swap!r}")
-    if scoring is not None and not isinstance(scoring, dict):
-        raise TypeError(f"scoring must be a dict of extra expunge.evaluate arguments or None; got "
-                        f"{type(scoring).__name__}")
+    check_scoring(scoring, task)
     args = _check(template, train, test, forget, retain, method, method_args, recipe, n_models, seed, original,
                   task=task)
     check_mode(mode, top, len(forget), n_models)
@@ -125,6 +127,12 @@ def check_task_audit(template: nn.Module, train: Dataset, test: Dataset, *, forg
                              f"set's attacks and of the retain leakage)")
     if task == "language":
         _check_language(template, train, test, forget, retain, original)
+        if swap:
+            try:                                 # retain ∪ B re-encoded: a row the encoding cuts to nothing
+                text_swap_request(forget, retain, nonmembers, seed)
+            except ValueError as e:
+                raise ValueError(f"the SWAP test's swapped training set cannot be encoded ({e}); pass swap=False "
+                                 f"to skip the SWAP test") from None
     else:
         _check_generation(template, method, original)
         from ..methods._generative import GenerativeMethod, check_kind
@@ -133,6 +141,36 @@ def check_task_audit(template: nn.Module, train: Dataset, test: Dataset, *, forg
         if isinstance(m, GenerativeMethod):
             check_kind(template, m)           # a method for another kind of generator, refused in one line
     return args, _positions(train, forget, retain, test)
+
+
+#: evaluate arguments the audit sets itself, refused in ``scoring``
+AUDIT_SETS = ("seed", "reference", "forget", "retain", "test")
+
+
+def check_scoring(scoring: dict[str, Any] | None, task: str) -> None:
+    """``scoring``'s keys and values, by the rules of a config's ``scoring`` section
+    (:func:`expunge.config.parse_scoring`), plus ``world`` (a Dataset: the language task's world facts); the
+    arguments the audit gives ``evaluate`` itself (:data:`AUDIT_SETS`) are refused."""
+    from ..config import ConfigError, SCORING_KEYS, parse_scoring
+
+    if scoring is None:
+        return
+    if not isinstance(scoring, dict):
+        raise TypeError(f"scoring must be a dict of extra expunge.evaluate arguments or None; got "
+                        f"{type(scoring).__name__}")
+    for key, value in scoring.items():
+        if key in AUDIT_SETS:
+            raise ValueError(f"scoring cannot set {key!r}: the audit gives evaluate its {', '.join(AUDIT_SETS)} "
+                             f"itself; allowed: {', '.join(k for k, t in SCORING_KEYS.items() if t == task)}"
+                             + (", world" if task == "language" else ""))
+        if key == "world" and task == "language":
+            if not isinstance(value, Dataset):
+                raise TypeError(f"scoring['world'] must be a Dataset of text rows (the world facts); got "
+                                f"{type(value).__name__}")
+    try:
+        parse_scoring({k: v for k, v in scoring.items() if not (k == "world" and task == "language")}, task)
+    except ConfigError as e:
+        raise ValueError(str(e).removeprefix("config error at ")) from None
 
 
 def nonmember_splits(forget: Dataset, test: Dataset, task: str) -> tuple[Dataset, Dataset | None]:
@@ -151,13 +189,18 @@ def _check_language(template: nn.Module, train: Dataset, test: Dataset, forget: 
     from ..data.text import text_base
     from ..lm.models import as_language_model
 
-    tokenizers = {id(text_base(d)[0].tokenizer) for d in (train, test, forget, retain)}
-    if len(tokenizers) > 1:
-        raise ValueError("train, test, forget and retain must be encoded with one tokenizer (the swapped request "
-                         "and the attacks compare rows across them)")
+    first = text_base(train)[0].tokenizer
+    if any(not _same_tokenizer(first, text_base(d)[0].tokenizer) for d in (test, forget, retain)):
+        raise ValueError("train, test, forget and retain must be encoded with one tokenizer (the same vocabulary: "
+                         "the swapped request and the attacks compare rows across them)")
     for name, m in (("template", template), ("original", original)):
         if m is not None:
             as_language_model(m, train)
+
+
+def _same_tokenizer(a: Any, b: Any) -> bool:
+    """One tokenizer, or two loads of it: the same vocabulary (token → id)."""
+    return a is b or (type(a) is type(b) and a.get_vocab() == b.get_vocab())
 
 
 def _check_generation(template: nn.Module, method: str, original: nn.Module | None) -> None:
@@ -168,7 +211,7 @@ def _check_generation(template: nn.Module, method: str, original: nn.Module | No
         if m is not None and (not is_generative(m) or membership_kind(m) is None):
             raise ValueError(f"{name} must be an image generator with a membership score (an expunge.gen diffusion "
                              f"model or GAN, not distilled to one step); got {type(m).__name__}")
-    if method in ONE_STEP_METHODS:
+    if getattr(registry.get(method), "distils_one_step", False):    # no denoising error to score
         raise ValueError(f"method {method!r} distils a one-step generator, whose denoising error says nothing about "
                          f"membership; the audit cannot score it (audit another generation method)")
 
@@ -199,8 +242,12 @@ def task_audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Da
     on = {"device": target, "precision": check_precision(run_precision(precision), target)}
     k = n_models
     sample = _retain_sample(len(retain), len(retained if retained is not None else nonmembers), seed)
-    splits = {"forget": forget, "retain": Subset(retain, sample.tolist()), "test": nonmembers,
+    # language: every retain row is scored (answer-token accuracy on the whole retain set, as for classifiers) and
+    # φ kept on the sample; generation: the sample alone (no per-model accuracy)
+    whole = task == "language"
+    splits = {"forget": forget, "retain": retain if whole else Subset(retain, sample.tolist()), "test": nonmembers,
               **({"test_retained": retained} if retained is not None else {})}
+    take = {"retain": sample} if whole else {}
     swap_splits = {"forget": forget, "test": nonmembers}
     score = _phi_language if task == "language" else _phi_generation(seed)
     phi: dict[str, dict[str, np.ndarray]] = {}
@@ -220,7 +267,7 @@ def task_audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Da
                 for m, s in zip(models, _seeds(seed, k, 0))]
 
     def scored(group: str, models: list[nn.Module]) -> list[nn.Module]:
-        phi[group], acc[group] = _group_phi(models, splits, score)
+        phi[group], acc[group] = _group_phi(models, splits, score, take)
         return models
 
     with _Stages(seconds, len(stages)) as stage:          # each stage's time includes scoring its models
@@ -236,13 +283,13 @@ def task_audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Da
         if request is not None:
             def swap_trained() -> list[nn.Module]:
                 models = trained(request.train, 3)
-                swapped["swap_original"] = _group_phi(models, swap_splits, score)[0]
+                swapped["swap_original"] = _group_phi(models, swap_splits, score, take)[0]
                 return models
 
             swap_originals = stage("swap originals", swap_trained)
             stage("swap unlearn", lambda: swapped.__setitem__("swap_unlearned", _group_phi(
                 [api.unlearn(m, forget=request.forget, retain=request.retain, method=method, seed=s, **on, **args)
-                 for m, s in zip(swap_originals, _seeds(seed, k, 3))], swap_splits, score)[0]))
+                 for m, s in zip(swap_originals, _seeds(seed, k, 3))], swap_splits, score, take)[0]))
             del swap_originals
         stage.begin("scoring")
         if original is not None:
@@ -250,7 +297,7 @@ def task_audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Da
             audited = f"the given original, unlearned with {method} (seed {seed})"
         else:
             audited = "member 0 of the unlearned models"
-        mine = {s: score(model, d)[0] for s, d in splits.items()}
+        mine = {s: p[0] for s, p in _group_phi([model], splits, score, take)[0].items()}
         on_swap = _swap_phi(phi, swapped, request) if request is not None else None
         labels = _example_labels(forget, task)
         found = evidence(phi, acc if task == "language" else None, mine, seed=seed, index=index, labels=labels,
@@ -277,15 +324,17 @@ def task_audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Da
 
 
 def _group_phi(models: list[nn.Module], splits: dict[str, Dataset],
-               score: Callable[[nn.Module, Dataset], tuple[np.ndarray, np.ndarray | None]]
-               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """φ ``[K, N]`` per split and per-model accuracy (%) ``[K]`` per split (NaN where the task has none)."""
+               score: Callable[[nn.Module, Dataset], tuple[np.ndarray, np.ndarray | None]],
+               take: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """φ ``[K, N]`` per split and per-model accuracy (%) ``[K]`` per split (NaN where the task has none); φ of a
+    split named in ``take`` is kept at those positions only (its accuracy is over the whole split)."""
+    take = take or {}
     phi: dict[str, list[np.ndarray]] = {s: [] for s in splits}
     acc: dict[str, list[float]] = {s: [] for s in splits}
     for m in models:
         for s, d in splits.items():
             p, hits = score(m, d)
-            phi[s].append(p)
+            phi[s].append(p[take[s]] if s in take else p)
             acc[s].append(float(np.mean(hits)) if hits is not None else float("nan"))
     return {s: np.stack(v) for s, v in phi.items()}, {s: np.asarray(v) for s, v in acc.items()}
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics import AttackResult, lira
+from .leakage import _prediction_band
 
 PER_EXAMPLE_VARIANCE_MIN = 64
 LEAVE_ONE_OUT_MAX = 32
@@ -38,6 +39,7 @@ class ReferenceAttack:
     oracle_tpr_at_1pct: float
     oracle_tpr_at_0_1pct: float
     n_heldout: int
+    oracle_auc_high: float = float("nan")   # where one more oracle's AUC falls below with 97.5% probability
 
     @property
     def n_reference(self) -> int:
@@ -48,7 +50,8 @@ class ReferenceAttack:
         return {"lira_auc": a.auc, "lira_tpr_at_1pct": a.tpr_at_1pct, "lira_tpr_at_0_1pct": a.tpr_at_0_1pct,
                 "n_reference": float(a.n_reference), "lira_oracle_auc": self.oracle_auc,
                 "lira_oracle_tpr_at_1pct": self.oracle_tpr_at_1pct,
-                "lira_oracle_tpr_at_0_1pct": self.oracle_tpr_at_0_1pct, "lira_n_heldout": float(self.n_heldout)}
+                "lira_oracle_tpr_at_0_1pct": self.oracle_tpr_at_0_1pct, "lira_n_heldout": float(self.n_heldout),
+                "lira_oracle_auc_high": self.oracle_auc_high}
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.summary(), "attack": self.attack.to_dict()}
@@ -88,5 +91,9 @@ def reference_attack(model_phi: Any, oracle_phi: Any, is_forget: Any, *, heldout
         held = np.empty((0, ref.shape[1]))
     results = [AttackResult.from_scores("lira_offline_oracle", s, member, n_reference=k) for s in held]
     mean = (lambda f: float(np.mean([f(r) for r in results]))) if results else (lambda f: float("nan"))
+    # the audited model is, under exact retraining, one more held-out oracle: the upper edge of the held-out
+    # oracles' AUCs as a prediction band (the forget examples' φ may move together, so the spread between models,
+    # not an AUC's standard error over examples, is what a retrained model's AUC varies by)
+    high = _prediction_band(np.asarray([r.auc for r in results], float))[1] if results else float("nan")
     return ReferenceAttack(attack, mean(lambda r: r.auc), mean(lambda r: r.tpr_at_1pct),
-                           mean(lambda r: r.tpr_at_0_1pct), len(results))
+                           mean(lambda r: r.tpr_at_0_1pct), len(results), high)

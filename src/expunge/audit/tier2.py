@@ -23,6 +23,22 @@
   (0.5), TPR at 1% and 0.1% FPR, and the accuracy per example. The same attack on baseline oracles vs oracles
   gives the noise level (its expectation is exactly 50%). Per-example σ is used from
   :data:`ULIRA_PER_EXAMPLE_VARIANCE_MIN` fit models per side on, a pooled σ below (as LiRA does with few models).
+
+**Permutation bands over models.** The baselines above are one draw each, and how far a figure may lie from its
+baseline by chance depends on how the forget examples move together across models: independent examples (a random
+forget set) barely move the pooled numbers, while examples that share what a model learned (a class-wise request:
+every forget image of a generator shares the forgotten class's conditioning) move together, so that a whole set of K
+models can swing U-LiRA or F far from its expectation (oracles against oracles gave U-LiRA AUC 0.28 on the digits
+GAN). A margin that treats the model-example pairs as independent is then far too narrow. So each of U-LiRA and F
+has a band from permutations over models, as the vulnerable-sample games have (:mod:`.vulnerable`): the K unlearned
+models and the K oracles are pooled and split at random into a "method" group and an "oracle" group of the original
+sizes, and the score is recomputed on each split. Under exact retraining every split is as likely as the real one,
+whatever the dependence between examples, so the real figure lies beyond the band's edge with the band's nominal
+probability. U-LiRA: :data:`ULIRA_PERMUTATIONS` splits, the central 95% (``ulira_band_low``/``_high``). F (0.7 s per
+split at K = 64): a Monte Carlo permutation test with :data:`CHALLENGE_PERMUTATIONS` splits, whose lowest figure is
+the band's low edge (the real F lies below all 39 with probability 1/40 under retraining;
+``challenge_band_low``), computed only where F lies below its baseline by more than
+:data:`expunge.verdict.AUDIT_MARGIN` (the only case in which the band decides the verdict; absent otherwise).
 """
 from __future__ import annotations
 
@@ -31,8 +47,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..metrics import AttackResult, ForgettingQuality, KLoMResult, forgetting_quality, klom, lira
+from .leakage import band_quantiles
 
 ULIRA_PER_EXAMPLE_VARIANCE_MIN = 32
+ULIRA_PERMUTATIONS = 200
+CHALLENGE_PERMUTATIONS = 39
 KLOM_SPLITS = ("forget", "retain", "test")
 CHALLENGE_VARIANTS = {
     "across_originals": "K originals, each unlearned once with its own seed, against K oracles (keys challenge_*)",
@@ -108,6 +127,8 @@ class Tier2:
     ulira: ULiRAResult
     ulira_baseline: ULiRAResult
     challenge_neurips2023: ForgettingQuality | None = None   # one original unlearned K times (absent: not run)
+    ulira_band: tuple[float, float] = (float("nan"), float("nan"))    # permutation band of the U-LiRA AUC
+    challenge_band_low: float = float("nan")      # lowest F over the permutation splits (NaN: not computed)
 
     def challenge_variants(self) -> dict[str, ForgettingQuality]:
         """The challenge score by variant name (:data:`CHALLENGE_VARIANTS`)."""
@@ -124,14 +145,18 @@ class Tier2:
         for prefix, fq in variants:
             out.update(fq.summary(prefix))
             out[f"{prefix}_eps_median"] = float(np.median(fq.epsilons))
-            out[f"{prefix}_retain_ratio"] = _nan(fq.retain_ratio)
-            out[f"{prefix}_test_ratio"] = _nan(fq.test_ratio)
+            if fq.retain_ratio is not None:          # None: models without an accuracy (image generators)
+                out[f"{prefix}_retain_ratio"] = float(fq.retain_ratio)
+                out[f"{prefix}_test_ratio"] = _nan(fq.test_ratio)
         for prefix, results in (("klom", self.klom), ("klom_baseline", self.klom_baseline)):
             for split, r in results.items():
                 out[f"{prefix}_{split}_mean"] = r.mean
                 out[f"{prefix}_{split}_p95"] = r.percentile
         out.update(self.ulira.summary("ulira"))
         out.update(self.ulira_baseline.summary("ulira_baseline"))
+        out["ulira_band_low"], out["ulira_band_high"] = self.ulira_band
+        if np.isfinite(self.challenge_band_low):        # computed only where it can decide the verdict
+            out["challenge_band_low"] = self.challenge_band_low
         return out
 
 
@@ -154,10 +179,41 @@ def tier2(phi: dict[str, dict[str, np.ndarray]], accuracy: dict[str, dict[str, n
                                   retain_acc=(accuracy[group]["retain"], accuracy["oracle"]["retain"]),
                                   test_acc=(accuracy[group]["test"], accuracy["oracle"]["test"]))
 
-    return Tier2(challenge=challenge("unlearned", u), challenge_baseline=challenge("baseline", b),
+    from ..verdict import AUDIT_MARGIN
+
+    found, base = challenge("unlearned", u), challenge("baseline", b)
+    band_low = float("nan")
+    if found.forget_quality < base.forget_quality - AUDIT_MARGIN:
+        band_low = min(forgetting_quality(x, y).forget_quality
+                       for x, y in permuted(u["forget"], o["forget"], CHALLENGE_PERMUTATIONS, seed))
+    band = ulira_band(u["forget"], o["forget"], seed=seed)
+    return Tier2(challenge=found, challenge_baseline=base,
                  klom={s: klom(u[s], o[s]) for s in KLOM_SPLITS},
                  klom_baseline={s: klom(b[s], o[s]) for s in KLOM_SPLITS},
                  ulira=ulira(u["forget"], o["forget"], seed=seed),
                  ulira_baseline=ulira(b["forget"], o["forget"], seed=seed),
                  challenge_neurips2023=challenge("one_original", phi["one_original"]) if "one_original" in phi
-                 else None)
+                 else None, ulira_band=band, challenge_band_low=band_low)
+
+
+def ulira_band(method_phi: np.ndarray, oracle_phi: np.ndarray, *, seed: int = 0) -> tuple[float, float]:
+    """The central 95% of the U-LiRA AUC over :data:`ULIRA_PERMUTATIONS` re-splits of the pooled models (module
+    docstring): where the AUC of exact retraining falls, whatever the dependence between forget examples."""
+    def auc(x: np.ndarray, y: np.ndarray) -> float:
+        try:
+            return ulira(x, y, seed=seed).attack.auc
+        except ValueError:          # a split whose fit halves have no spread (copies of one model): no figure
+            return float("nan")
+
+    return band_quantiles([auc(x, y) for x, y in permuted(method_phi, oracle_phi, ULIRA_PERMUTATIONS, seed)])
+
+
+def permuted(method_phi: np.ndarray, oracle_phi: np.ndarray, n: int, seed: int):
+    """``n`` seeded random re-splits of the pooled models (``[K_M, S]`` and ``[K_O, S]`` φ) into groups of the
+    original sizes: pairs (method-sized group, oracle-sized group) for the permutation bands (module docstring)."""
+    pooled = np.concatenate([np.asarray(method_phi, float), np.asarray(oracle_phi, float)])
+    k = len(method_phi)
+    rng = np.random.default_rng([seed, 0x9E12])
+    for _ in range(n):
+        order = rng.permutation(len(pooled))
+        yield pooled[order[:k]], pooled[order[k:]]

@@ -119,17 +119,19 @@ def _scoring(p: dict[str, Any], train) -> dict[str, Any]:
 
 
 def _with_iam(p: dict[str, Any], scored: list[tuple[dict[str, float], torch.nn.Module]], forget, retain, test
-              ) -> None:
+              ) -> dict[str, float]:
     """With the bench's ``scoring: {evidence: iam}``: IAM of each (scores, model) pair added to its scores, every
     model against one shadow trained from the cell's original (the same shadow, seed for seed, in every job of
-    the cell)."""
+    the cell: each job trains it anew); returns the job's metric ``iam_shadow_seconds`` (its training time), or
+    nothing without IAM."""
     if (p.get("scoring") or {}).get("evidence") != "iam":
-        return
+        return {}
     from ..audit.iam import iam, train_shadow
 
     shadow = train_shadow(p["original"], forget=forget, retain=retain, seed=p["seed"])
     for scores, model in scored:
         scores.update(iam(model, forget=forget, retain=retain, test=test, shadow=shadow).summary())
+    return {"iam_shadow_seconds": shadow.seconds}
 
 
 def _splits(p: dict[str, Any]):
@@ -192,8 +194,8 @@ def _oracle(p: dict[str, Any]) -> dict[str, Any]:
     scores = evaluate(oracle, forget=forget, retain=retain, test=test, seed=seed, **scoring)
     original = evaluate(p["original"], forget=forget, retain=retain, test=test, reference=oracle, seed=seed, **scoring)
     original.pop("rte", None)   # the original's training time is not an unlearning cost
-    _with_iam(p, [(scores, oracle), (original, p["original"])], forget, retain, test)
-    metrics = {**scores, **{f"original_{k}": v for k, v in original.items()},
+    shadow = _with_iam(p, [(scores, oracle), (original, p["original"])], forget, retain, test)
+    metrics = {**scores, **{f"original_{k}": v for k, v in original.items()}, **shadow,
                "forget_size": float(len(forget)), "retain_size": float(len(retain))}
     return {"model": oracle, "metrics": metrics}
 
@@ -220,8 +222,8 @@ def _unlearn(p: dict[str, Any]) -> dict[str, Any]:
                         seed=p.get("unlearn_seed", seed), **args)
     scores = evaluate(model, forget=forget, retain=retain, test=test, reference=p["oracle"], seed=seed,
                       **_scoring(p, train))
-    _with_iam(p, [(scores, model)], forget, retain, test)
-    return {"metrics": scores, "result": {"args": _plain(args)}, "model": model}   # cached for inspection
+    shadow = _with_iam(p, [(scores, model)], forget, retain, test)
+    return {"metrics": {**scores, **shadow}, "result": {"args": _plain(args)}, "model": model}   # cached
 
 
 def _plain(value: Any) -> Any:

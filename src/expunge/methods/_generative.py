@@ -49,6 +49,7 @@ class GenerativeMethod(Method):
 
     tasks: ClassVar[tuple[str, ...]] = ("generation",)
     kinds: ClassVar[tuple[str, ...]] = ("diffusion",)     # the model kinds (GenerativeModel.kind) it unlearns
+    distils_one_step: ClassVar[bool] = False              # its result is a one-step generator (no denoising error)
     Args: ClassVar[type] = GenerativeArgs
 
     def unlearn(self, model: nn.Module, *, forget: Dataset, retain: Dataset | None = None,

@@ -4,8 +4,9 @@ What it is for: the do-nothing baseline that every audit and every score must fl
 cannot tell the untouched original from retraining has no power on that request, whatever it says about a method;
 ``expunge audit CONFIG.yaml method=identity args={}`` and ``benchmarks/evidence.py`` point the audit at "no
 unlearning" to measure that. It is not an unlearning method and never competes with one: ``forgets`` is False, so
-the demos, ``--method auto`` and a bench's ``methods: all`` leave it out (name it explicitly to run it), and
-``expunge forget`` refuses it (a deletion certificate for doing nothing would be false).
+the demos, ``--method auto``, a bench's ``methods: all`` and the comparator's Build form leave it out (name it
+explicitly to run it), ``expunge methods`` marks it as the do-nothing baseline, and ``expunge forget`` refuses it
+(a deletion certificate for doing nothing would be false).
 Paper: none; the "original" / "do nothing" row of unlearning benchmarks (e.g. Jia et al., "Model Sparsity Can
 Simplify Machine Unlearning", NeurIPS 2023, tables' "Original" row).
 Reference: none (no code: the result is the original's weights and buffers, copied).

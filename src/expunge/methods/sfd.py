@@ -145,6 +145,7 @@ def on_generator(hooks: list) -> Callable[[nn.Module], None]:
 @register
 class SFD(GenerativeMethod):
     name = "sfd"
+    distils_one_step = True
     summary = ("Diffusion: distil into a one-step generator (SiD) whose forgotten class follows the teacher's score "
                "for another class; data-free.")
     paper = ("Chen, Zhang & Zhou, Score Forgetting Distillation: A Swift, Data-Free Method for Machine Unlearning in "

@@ -151,12 +151,13 @@ def experiments_payload(ws: Any) -> dict[str, Any]:
 
 
 def methods_payload() -> list[dict[str, Any]]:
-    """The registered methods: name, summary, tasks and argument defaults (what the Build form offers)."""
+    """The registered methods: name, summary, tasks and argument defaults (what the Build form offers: no
+    ``retrain``, which every run has as its oracle, and no method that forgets nothing, such as ``identity``)."""
     from ..methods.base import defaults, registered
 
     out = []
     for name, cls in registered().items():
-        if name == "retrain" or cls.needs_special_original:
+        if name == "retrain" or cls.needs_special_original or not cls.forgets:
             continue
         out.append({"name": name, "summary": cls.summary, "tasks": list(cls.tasks),
                     "args": jsonable(defaults(cls.Args)), "grid": jsonable(dict(cls.grid)),
