@@ -128,6 +128,8 @@ def test_readme_task_audit_table_is_the_committed_results():
     assert lm["n_models"] == gan["n_models"] == 16 and "swap_advantage_scaled" not in g
     assert lm["verdict"].startswith("Verdict (tier 1): DISTINGUISHABLE") and "U-LiRA AUC" in lm["verdict"]
     assert gan["verdict"].startswith("Verdict (tier 1): not distinguishable") and 'the verdict says "not ' in readme
+    samples = gan["verdict"].split("; ")[-1].rstrip(".").split(" (tier 0)")[0]
+    assert samples.startswith("its samples are another matter") and f'("{samples}")' in " ".join(readme.split())
     # the configs' comments state the same wall time as README
     for data, config in ((lm, "authors_audit"), (gan, "digits_gan_audit")):
         comment = (ROOT / "examples" / f"{config}.yaml").read_text()

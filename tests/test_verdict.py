@@ -187,3 +187,14 @@ def test_ulira_permutation_band_holds_when_forget_examples_move_together():
     rng = np.random.default_rng(0)
     method, oracles = phi(rng, shift=3.0), phi(rng)
     assert ulira(method, oracles).attack.auc > ulira_band(method, oracles)[1]
+
+
+def test_a_generator_verdict_without_attack_evidence_shows_what_it_still_draws():
+    same = {"ulira_auc": 0.5, "ulira_baseline_auc": 0.5, "challenge_forget_quality": 0.3,
+            "challenge_baseline_forget_quality": 0.3, "lira_auc": 0.5, "lira_oracle_auc": 0.5, "n_models": 16}
+    drawn = dict(same, unlearning_accuracy=0.0, reference_unlearning_accuracy=100.0)
+    line = audit_verdict(drawn, 1, {"forget": 100, "test": 100})
+    assert "not distinguishable" in line and "unlearning accuracy 0.0% against 100.0%" in line
+    assert "unlearning accuracy" not in audit_verdict(same, 1, {"forget": 100, "test": 100})
+    flagged = audit_verdict(dict(drawn, ulira_auc=0.9), 1, {"forget": 100, "test": 100})
+    assert flagged.startswith("Verdict (tier 1): DISTINGUISHABLE") and "unlearning accuracy" not in flagged

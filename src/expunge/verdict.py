@@ -321,5 +321,18 @@ def audit_verdict(summary: dict[str, float], tier: int, sizes: dict[str, int] | 
 
     worse = [c for c in checks if beyond(*c[1:])]
     shown = "; ".join(numbers(*c) for c in worse or checks)
+    outputs = "" if worse else _outputs_note(summary)
     return (f"Verdict (tier {tier}): {'DISTINGUISHABLE' if worse else 'not distinguishable'} from retraining "
-            f"({shown}){tail}.")
+            f"({shown}){outputs}{tail}.")
+
+
+def _outputs_note(summary: dict[str, float]) -> str:
+    """For a generator the attacks read a membership score, not what it draws: when they find no difference, the
+    tier-0 unlearning accuracy (the share of samples conditioned on the forgotten class that the judge does not read
+    as it) is put beside the held-out oracle's, so a model that still draws the class is not read as having forgotten
+    it."""
+    mine, oracle = summary.get("unlearning_accuracy"), summary.get("reference_unlearning_accuracy")
+    if not (_finite(mine) and _finite(oracle)):
+        return ""
+    return (f"; its samples are another matter: unlearning accuracy {mine:.1f}% against {oracle:.1f}% for one "
+            f"held-out oracle (tier 0), which these attacks do not read")
