@@ -38,7 +38,12 @@ DEFINITIONS = (
     "and in its swap (test examples of the same labels forgotten instead, by K more originals); ½ the sum of the "
     "two games' TPR − FPR, threshold chosen on half the model pairs and measured on the other half, 95% bootstrap "
     "interval over pairs and examples; 0 for retraining; scaled: divided by the originals' advantage (1 = kept the "
-    "data). Baseline: the same score for K further oracles against the K oracles: what exact retraining scores.")
+    "data). IAM (Wang et al., USENIX Security 2025): per-example completeness against one shadow model trained "
+    "on half the retain set (a check of the tier-1 kind without its strength: one shadow gives no calibrated "
+    "false-positive rate); its band: where one more oracle's value falls with 95% probability, from the oracles "
+    "scored against the same shadow (smallest to largest up to 78 oracles, covering less than 95% below 39); the "
+    "audited model is judged on its relative completeness. "
+    "Baseline: the same score for K further oracles against the K oracles: what exact retraining scores.")
 
 
 def _f(x: Any, digits: int = 3) -> str:
@@ -206,11 +211,11 @@ def iam_table(r: AuditResult) -> Section:
         return "IAM: not computed (it scores classifiers: it reads the true-label probability)."
     from .iam import JUDGED_KEY
 
-    rows = (("forget examples: mean completeness (1 = looks unseen, 0 = looks fitted)", "completeness_mean", False),
-            ("test examples, never trained on: mean completeness", "test_completeness_mean", False),
+    rows = (("forget: mean completeness (1 = looks unseen, 0 = looks fitted)", "completeness_mean", False),
+            ("test (never trained on): mean completeness", "test_completeness_mean", False),
             ("relative completeness: forget mean / test mean, capped at 1", "relative_completeness", False),
-            ("forget examples judged incomplete (completeness below 0.5)", "incomplete_share", True),
-            ("test examples judged incomplete", "test_incomplete_share", True))
+            ("forget judged incomplete (below 0.5)", "incomplete_share", True),
+            ("test judged incomplete", "test_incomplete_share", True))
     number = lambda key, share: ("–" if math.isnan(s.get(key, math.nan)) else
                                  (f"{100 * s[key]:.1f}%" if share else _f(s[key])))
     band = lambda key, share: ("–" if any(math.isnan(s.get(f"iam_oracle_{key}_{end}", math.nan))
@@ -218,19 +223,14 @@ def iam_table(r: AuditResult) -> Section:
                                f"{number(f'iam_oracle_{key}_low', share)} to {number(f'iam_oracle_{key}_high', share)}")
     body = [[label, number(f"iam_{key}", share), number(f"iam_oracle_{key}", share), band(key, share),
              _iam_judgement(s) if key == JUDGED_KEY else ""] for label, key, share in rows]
-    body.append(["forget examples measured (a path between the shadow's two ends)",
+    body.append(["forget measured (a path between the shadow's ends)",
                  f"{s['iam_n_measured']:.0f} of {s['iam_n_forget']:.0f}",
                  f"{s.get('iam_oracle_n_measured', math.nan):.0f} of {s.get('iam_oracle_n_forget', math.nan):.0f}",
                  "", ""])
     n = s.get("iam_oracle_band_models", math.nan)
     oracles = "oracles" if math.isnan(n) else f"{n:.0f} oracles"
-    return ("IAM (Wang et al., USENIX Security 2025): per-example completeness against one shadow model trained on "
-            "half the retain set (a check of the tier-1 kind without its strength: one shadow gives no calibrated "
-            f"false-positive rate); the band: where one more oracle's value falls with 95% probability, from the "
-            f"{oracles} scored against the same shadow (smallest to largest up to 78 oracles, covering less than 95% "
-            "below 39); the audited model is "
-            "judged on its relative completeness",
-            ["IAM", "audited model", "held-out oracle", f"oracles' band ({oracles})", "audited model vs band"], body)
+    return (f"IAM: per-example completeness against one shadow model, beside the band of {oracles}",
+            ["IAM", "audited", "held-out oracle", f"band ({oracles})", "audited vs band"], body)
 
 
 def _iam_judgement(s: dict[str, float]) -> str:
@@ -244,8 +244,7 @@ def _iam_judgement(s: dict[str, float]) -> str:
         return "–"
     if inside:
         return "inside: as complete as retraining"
-    return ("BELOW: looks more fitted than retraining" if value < low else
-            "above: looks less fitted than retraining")
+    return ("BELOW: more fitted than retraining" if value < low else "above: less fitted than retraining")
 
 
 def task_note(r: AuditResult) -> list[str]:
