@@ -96,3 +96,15 @@ def test_scoring_evidence_iam_is_taken_for_classifiers_and_refused_elsewhere():
     images = {"data": {"name": "digits", "generation": True}, "forget": {"classes": [3]}, "method": "retrain"}
     with pytest.raises(ConfigError, match="at scoring.evidence: IAM scores classifiers .*the data is generation data"):
         parse_config({**images, "scoring": {"evidence": "iam"}})
+
+
+def test_a_method_override_must_bring_its_own_arguments():
+    """``expunge run CONFIG method=retrain`` would keep finetune's epochs and lr: not the retraining it names."""
+    with pytest.raises(ValueError, match=r"method=retrain replaces the config's method finetune but would keep its "
+                                         r"args \{'epochs': 10, 'lr': 0.05\}"):
+        load_config("examples/digits_finetune.yaml", ["method=retrain"])
+    with pytest.raises(ValueError, match=r"keep its args \{'lr': 0.05\}"):
+        load_config("examples/digits_finetune.yaml", ["method=retrain", "args.epochs=5"])
+    assert load_config("examples/digits_finetune.yaml", ["method=retrain", "args={}"]).args == {}
+    kept = load_config("examples/digits_finetune.yaml", ["method=finetune", "args.epochs=3"])
+    assert kept.method == "finetune" and kept.args == {"epochs": 3, "lr": 0.05}

@@ -96,9 +96,31 @@ class ExperimentConfig:
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Read, override and validate an experiment config file."""
-    raw = read_yaml(path)
-    return parse_config(apply_overrides(raw, overrides), base_dir=Path(path).parent)
+    """Read, override and validate an experiment config file (:func:`check_method_override` for ``method=``)."""
+    given = read_yaml(path)
+    raw = apply_overrides(given, overrides)
+    cfg = parse_config(raw, base_dir=Path(path).parent)
+    check_method_override(given, raw, overrides)
+    return cfg
+
+
+def check_method_override(given: dict[str, Any], raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    """Refuse ``method=NAME`` on the command line that would keep any of the file's ``args``, written for another
+    method (``expunge run`` or ``expunge audit`` of a finetune config with ``method=retrain`` would otherwise retrain
+    with finetune's epochs and learning rate, which is not exact retraining; ``method=retrain args.epochs=5`` would
+    still keep finetune's learning rate and schedule): the arguments must be given whole with it, ``args={}`` for
+    the method's defaults (for ``retrain``: the oracles' recipe) or ``args={KEY: VALUE, ...}``."""
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    if "method" not in keys or "args" in keys or raw.get("method") == given.get("method"):
+        return
+    file_args = given.get("args") if isinstance(given.get("args"), dict) else {}
+    replaced = {k[len("args."):].split(".", 1)[0] for k in keys if k.startswith("args.")}
+    kept = {k: v for k, v in file_args.items() if k not in replaced}
+    if kept:
+        raise ValueError(f"method={raw.get('method')} replaces the config's method {given.get('method')} but would "
+                         f"keep its args {kept}; give {raw.get('method')}'s arguments whole: args={{}} for its "
+                         f"defaults (for retrain: exact retraining with the oracles' recipe) or args={{KEY: VALUE, "
+                         f"...}}")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

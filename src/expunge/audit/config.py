@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, ExperimentConfig, apply_overrides, parse_config, read_yaml
+from ..config import ConfigError, ExperimentConfig, apply_overrides, check_method_override, parse_config, read_yaml
 from .vulnerable import MODES
 
 AUDIT_KEYS = ("n_models", "seed", "swap", "mode", "top")
@@ -62,25 +62,6 @@ def load_audit_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
     if settings.top is not None and settings.mode != "vulnerable":
         raise ValueError(f"--top / audit.top {settings.top} applies only to the vulnerable mode (--mode vulnerable)")
     return cfg, settings
-
-
-def check_method_override(given: dict[str, Any], raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
-    """Refuse ``method=NAME`` on the command line that would keep any of the file's ``args``, written for another
-    method (``expunge audit digits_audit.yaml method=retrain`` would otherwise retrain with finetune's epochs and
-    learning rate, which is not exact retraining; ``method=retrain args.epochs=5`` would still keep finetune's
-    learning rate and schedule): the arguments must be given whole with it, ``args={}`` for the method's defaults
-    (for ``retrain``: the oracles' recipe) or ``args={KEY: VALUE, ...}``."""
-    keys = [o.split("=", 1)[0].strip() for o in overrides]
-    if "method" not in keys or "args" in keys or raw.get("method") == given.get("method"):
-        return
-    file_args = given.get("args") if isinstance(given.get("args"), dict) else {}
-    replaced = {k[len("args."):].split(".", 1)[0] for k in keys if k.startswith("args.")}
-    kept = {k: v for k, v in file_args.items() if k not in replaced}
-    if kept:
-        raise ValueError(f"method={raw.get('method')} replaces the config's method {given.get('method')} but would "
-                         f"keep its args {kept}; give {raw.get('method')}'s arguments whole: args={{}} for its "
-                         f"defaults (for retrain: exact retraining with the oracles' recipe) or args={{KEY: VALUE, "
-                         f"...}}")
 
 
 def check_mode_name(value: Any, where: str) -> str:
