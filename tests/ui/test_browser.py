@@ -635,6 +635,9 @@ def test_screen_shows_only_the_score_columns_the_visible_rows_have(page, tmp_pat
     assert page.evaluate("document.querySelector('.table-wrap').scrollWidth <= "
                          "document.querySelector('.table-wrap').clientWidth")       # no sideways scroll
     assert wide                                                   # as it did with every row shown
+    plotted = ("(() => { const d = document.querySelector('section[data-view=pareto] .js-plotly-plot');"
+               " return d && d.data ? d.data.filter(t => t.customdata).map(t => t.name).join() : null; })()")
+    page.wait_for_function(plotted + ' === "finetune"')      # the chart follows a filter typed while it draws
     shot(page, "screen-filtered-classifiers")
     page.fill("input.filter", "npo")
     expect(table.locator("tbody tr")).to_have_count(1)

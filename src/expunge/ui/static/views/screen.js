@@ -334,6 +334,11 @@
         if (Math.log10(v) >= xr[0] && Math.log10(v) <= xr[1]) ticks.push([v, String(Number(v.toPrecision(1)))]);
       });
     }
+    if (!ticks.length) {              // a narrow range (one run, or runs of nearly equal time): label its ends
+      [Math.pow(10, xlo), Math.pow(10, xhi)].forEach(function (v) {
+        if (!ticks.length || ticks[0][0] !== v) ticks.push([v, String(Number(v.toPrecision(2)))]);
+      });
+    }
     var height = 400;
     var layout = {height: height, showlegend: true,
                   xaxis: {type: "log", title: {text: "seconds (log scale)"}, range: xr, gridcolor: "#eef0f3",
@@ -348,7 +353,21 @@
         return {x: p.x, y: p.y, color: color[p.row.method], label: labelled.indexOf(p) >= 0 ? p.row.method : null};
       }))});
     }
+    // listen at once: a filter typed or a pick made while Plotly still draws redraws the chart for it
+    var stale = false;
+    function onPicked() {
+      document.removeEventListener("expunge:picked", onPicked);
+      document.removeEventListener("expunge:filtered", onPicked);
+      stale = true;
+      if (!ctx.alive()) return;
+      div.innerHTML = "";
+      container.innerHTML = "";
+      renderPareto(container, ctx);
+    }
+    document.addEventListener("expunge:picked", onPicked);
+    document.addEventListener("expunge:filtered", onPicked);
     return E.plot(div, traces, layout).then(function () {
+      if (stale) return;
       label();
       div.on("plotly_afterplot", function () {       // a new width (window resize): place the labels again
         if (div._labelledWidth !== div._fullLayout.width) { div._labelledWidth = div._fullLayout.width; label(); }
@@ -359,16 +378,6 @@
         if (!pt || !pt.customdata) return;
         E.pick(ev.event && ev.event.shiftKey ? "b" : "a", pt.customdata);
       });
-      function onPicked() {
-        document.removeEventListener("expunge:picked", onPicked);
-        document.removeEventListener("expunge:filtered", onPicked);
-        if (!ctx.alive()) return;
-        div.innerHTML = "";
-        container.innerHTML = "";
-        renderPareto(container, ctx);
-      }
-      document.addEventListener("expunge:picked", onPicked);
-      document.addEventListener("expunge:filtered", onPicked);
     });
   }
 
