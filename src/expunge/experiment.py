@@ -347,6 +347,8 @@ def compare_methods(prepared: Prepared, methods: dict[str, dict[str, Any]], *, r
     p = prepared
     scoring = dict(scoring or {})
     evidence = scoring.pop("evidence", None)
+    if evidence not in (None, "iam"):
+        raise ValueError(f"scoring evidence must be 'iam'; got {evidence!r}")
     if original is None:
         original = api.train(p.template, p.train, seed=seed, **recipe)
     oracle = api.unlearn(original, forget=p.forget, retain=p.retain, method="retrain", seed=seed)
@@ -355,8 +357,6 @@ def compare_methods(prepared: Prepared, methods: dict[str, dict[str, Any]], *, r
         from .audit.iam import train_shadow
 
         shadow = train_shadow(original, forget=p.forget, retain=p.retain, seed=seed)
-    elif evidence is not None:
-        raise ValueError(f"scoring evidence must be 'iam'; got {evidence!r}")
 
     def score(m: nn.Module, ref: nn.Module | None = oracle) -> dict[str, float]:
         scores = evaluate(m, forget=p.forget, retain=p.retain, test=p.test, reference=ref, seed=seed, **p.scoring,

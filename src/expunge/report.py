@@ -54,8 +54,8 @@ IAM_NOTE = ("IAM (Wang et al., USENIX Security 2025; scoring: {evidence: iam}): 
             "rel. = that mean over the same mean for test examples, capped at 1; IAM incompl. "
             "= share of the forget examples with completeness below 0.5. A per-example check of the tier-1 kind "
             "without tier-1 strength (one shadow, no calibrated false-positive rate): the tier is unchanged. The "
-            "target is the oracle's row, not 1 (an oracle's IAM rel. was 0.94 on the digits example, 0.4 to 0.6 "
-            "on 300 digits).")
+            "target is the oracle's row, not 1: an oracle's own IAM rel. falls below 1 and varies from one oracle "
+            "to another.")
 FRACTION_KEYS = {"mia_auc", "model_utility", "forget_prob", "retain_prob", "forget_rouge",
                  "retain_rouge"}   # 3 decimals
 TIER_COLUMN = ("tier", "evidence_tier")

@@ -382,3 +382,6 @@ def test_evidence_core_end_to_end_tiny():
             continue
         assert all(v is not None and math.isfinite(v) for v in s["values"].values()), key
         assert s["power"] in (0.0, 1.0) and s["calibration"] in (0.0, 1.0)
+    band = row["retrain"]
+    assert band["iam_band_oracles"] == 2.0 and band["iam_band_low"] <= band["iam_band_high"]
+    assert summary["sharing"]["separate_over_shared"] > 1          # the shared trainings were trained once

@@ -262,9 +262,9 @@ def task_audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Da
         return [api.train(fresh_initialisation(template, s), data, seed=s, **on, **recipe)
                 for s in _seeds(seed, k, block)]
 
-    def unlearned(models: list[nn.Module], f: Dataset, r: Dataset) -> list[nn.Module]:
+    def unlearned(models: list[nn.Module], f: Dataset, r: Dataset, block: int = 0) -> list[nn.Module]:
         return [api.unlearn(m, forget=f, retain=r, method=method, seed=s, **on, **args)
-                for m, s in zip(models, _seeds(seed, k, 0))]
+                for m, s in zip(models, _seeds(seed, k, block))]
 
     def scored(group: str, models: list[nn.Module]) -> list[nn.Module]:
         phi[group], acc[group] = _group_phi(models, splits, score, take)
@@ -275,9 +275,7 @@ def task_audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Da
         stage("oracles", lambda: scored("oracle", trained(retain, 1)))
         reference = stage("baseline", lambda: scored("baseline", trained(retain, 2)))[0]
         model = stage("unlearn", lambda: scored("unlearned", unlearned(originals, forget, retain)))[0]
-        stage("unlearn one original", lambda: scored("one_original", [
-            api.unlearn(originals[0], forget=forget, retain=retain, method=method, seed=s, **on, **args)
-            for s in _seeds(seed, k, 0)]))
+        stage("unlearn one original", lambda: scored("one_original", unlearned([originals[0]] * k, forget, retain)))
         del originals
         swapped: dict[str, dict[str, np.ndarray]] = {}
         if request is not None:
@@ -288,8 +286,7 @@ def task_audit(template: nn.Module, train: Dataset, test: Dataset, *, forget: Da
 
             swap_originals = stage("swap originals", swap_trained)
             stage("swap unlearn", lambda: swapped.__setitem__("swap_unlearned", _group_phi(
-                [api.unlearn(m, forget=request.forget, retain=request.retain, method=method, seed=s, **on, **args)
-                 for m, s in zip(swap_originals, _seeds(seed, k, 3))], swap_splits, score, take)[0]))
+                unlearned(swap_originals, request.forget, request.retain, block=3), swap_splits, score, take)[0]))
             del swap_originals
         stage.begin("scoring")
         if original is not None:
